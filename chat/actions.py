@@ -1,0 +1,245 @@
+"""Every write to conversations and messages: verb-named functions that persist, then broadcast.
+
+The sync halves run in one transaction each; the async wrappers broadcast only after that
+transaction has committed, so a browser never hears of data it cannot load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat import events
+from chat.events import render_message
+from chat.models import Conversation, Message
+from chat.prompt import Turn, build_prompt
+from chat.upstream import CompletionRequest
+
+
+class ConversationBusy(Exception):
+    """A reply is already being generated in this conversation."""
+
+
+_MACRO_CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
+_MACRO_USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
+
+
+def _greeting(conversation: Conversation, user) -> str:
+    character = conversation.character
+    if character is None or not character.first_mes:
+        return ""
+    text = _MACRO_CHAR.sub(lambda _: character.name, character.first_mes)
+    return _MACRO_USER.sub(lambda _: user.get_short_name() or user.get_username(), text)
+
+
+def start_conversation(user, character) -> Conversation:
+    """A new conversation with `character` (or none), opened by the character's greeting."""
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=user,
+            character=character,
+            title=character.name if character else "",
+            model=character.model_name if character else settings.SERIKA_DEFAULT_MODEL,
+        )
+        greeting = _greeting(conversation, user)
+        if greeting:
+            Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                content=greeting,
+                content_html=render_message(Message.Role.ASSISTANT, greeting),
+            )
+    return conversation
+
+
+def _create_reply(conversation: Conversation, generator_channel: str) -> Message:
+    try:
+        with transaction.atomic():
+            return Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                model=conversation.model,
+                generator_channel=generator_channel,
+            )
+    except IntegrityError as exc:
+        raise ConversationBusy from exc
+
+
+def _post_user_message(
+    conversation: Conversation, content: str, generator_channel: str
+) -> tuple[Message, Message]:
+    # One transaction: when the reply cannot start (ConversationBusy), the user message is
+    # rolled back too, so a refused send stores nothing.
+    with transaction.atomic():
+        user_message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            content=content,
+            content_html=render_message(Message.Role.USER, content),
+        )
+        reply = _create_reply(conversation, generator_channel)
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return user_message, reply
+
+
+@database_sync_to_async
+def _post_user_message_sync(conversation, content, generator_channel):
+    return _post_user_message(conversation, content, generator_channel)
+
+
+async def post_user_message(
+    conversation: Conversation, content: str, generator_channel: str
+) -> tuple[Message, Message]:
+    """Store the user's message and an empty streaming reply together, then announce both.
+
+    Raises ConversationBusy (storing nothing) while another reply is streaming.
+    """
+    user_message, reply = await _post_user_message_sync(conversation, content, generator_channel)
+    await events.message_created(user_message)
+    await events.message_created(reply)
+    return user_message, reply
+
+
+@database_sync_to_async
+def _start_reply_sync(conversation, generator_channel):
+    if not conversation.messages.filter(role=Message.Role.USER).exists():
+        raise ValueError("There is no message to reply to yet.")
+    return _create_reply(conversation, generator_channel)
+
+
+async def start_reply(conversation: Conversation, generator_channel: str) -> Message:
+    """A new reply to the latest user message (Retry). Raises ConversationBusy."""
+    reply = await _start_reply_sync(conversation, generator_channel)
+    await events.message_created(reply)
+    return reply
+
+
+def history_for_reply(conversation: Conversation, reply: Message) -> list[Turn]:
+    """The turns a reply answers: everything up to the latest user message before it.
+
+    Failed replies are left out, and so are earlier attempts at the same answer (a Retry).
+    """
+    rows = list(
+        conversation.messages.filter(pk__lt=reply.pk)
+        .exclude(status=Message.Status.FAILED)
+        .exclude(status=Message.Status.STREAMING)
+        .values_list("role", "content")
+        .order_by("pk")
+    )
+    last_user = max(
+        (i for i, (role, _) in enumerate(rows) if role == Message.Role.USER), default=-1
+    )
+    return [Turn(role, content) for role, content in rows[: last_user + 1] if content]
+
+
+@database_sync_to_async
+def build_request(conversation: Conversation, reply: Message) -> CompletionRequest:
+    """The upstream request for `reply`: persona + history, with the conversation's settings."""
+    character = conversation.character
+    owner = conversation.owner
+    prompt = build_prompt(
+        character.as_prompt_character() if character else None,
+        history_for_reply(conversation, reply),
+        user_name=owner.get_short_name() or owner.get_username(),
+    )
+    return CompletionRequest(
+        model=conversation.model,
+        messages=prompt.messages,
+        temperature=conversation.temperature,
+        max_tokens=conversation.max_tokens,
+        character_id=character.serika_character_id if character else "",
+    )
+
+
+@database_sync_to_async
+def flush_reply(reply_id: int, content: str) -> None:
+    """Save a streaming reply's text so far (about once a second, never per token)."""
+    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+        content=content, updated_at=timezone.now()
+    )
+
+
+@dataclass
+class ReplyOutcome:
+    status: str
+    content: str
+    finish_reason: str = ""
+    error_code: str = ""
+    error: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@database_sync_to_async
+def _finish_reply_sync(reply_id: int, outcome: ReplyOutcome) -> Message:
+    reply = Message.objects.get(pk=reply_id)
+    reply.status = outcome.status
+    reply.content = outcome.content
+    reply.content_html = render_message(reply.role, outcome.content)
+    reply.finish_reason = outcome.finish_reason
+    reply.error_code = outcome.error_code
+    reply.error = outcome.error
+    reply.prompt_tokens = outcome.prompt_tokens
+    reply.completion_tokens = outcome.completion_tokens
+    reply.generator_channel = ""
+    reply.save(
+        update_fields=[
+            "status", "content", "content_html", "finish_reason", "error_code", "error",
+            "prompt_tokens", "completion_tokens", "generator_channel", "updated_at",
+        ]
+    )  # fmt: skip
+    return reply
+
+
+async def finish_reply(reply_id: int, outcome: ReplyOutcome, seq: int) -> Message:
+    """Store a reply's final state with all the text that arrived, then announce it."""
+    reply = await _finish_reply_sync(reply_id, outcome)
+    await events.message_done(reply, seq)
+    return reply
+
+
+@database_sync_to_async
+def touch_replies(reply_ids: list[int]) -> None:
+    """Mark live replies as still owned by a running process (the heartbeat)."""
+    if reply_ids:
+        Message.objects.filter(pk__in=reply_ids, status=Message.Status.STREAMING).update(
+            updated_at=timezone.now()
+        )
+
+
+@database_sync_to_async
+def _interrupt_stale_sync(stale_after: float, live_ids: list[int]) -> list[Message]:
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    interrupted = []
+    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).exclude(
+        pk__in=live_ids
+    )
+    for reply in stale:
+        changed = Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(
+            status=Message.Status.INTERRUPTED,
+            content_html=render_message(reply.role, reply.content),
+            error_code="interrupted",
+            error="The server stopped while this reply was being written; "
+            "the text saved until then is kept.",
+            generator_channel="",
+            updated_at=timezone.now(),
+        )
+        if changed:
+            reply.refresh_from_db()
+            interrupted.append(reply)
+    return interrupted
+
+
+async def interrupt_stale_replies(stale_after: float, live_ids: list[int]) -> list[Message]:
+    """Mark replies whose generating process died as interrupted, keeping what was flushed."""
+    replies = await _interrupt_stale_sync(stale_after, live_ids)
+    for reply in replies:
+        await events.message_done(reply)
+    return replies

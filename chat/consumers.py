@@ -1,0 +1,243 @@
+"""The chat websocket: authenticates, validates frames and relays; no business logic here.
+
+Protocol: docs/websocket-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import import_module
+from typing import Any
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+
+from chat import actions, events, generation
+from chat.access import aget_conversation_for_user, conversation_group, user_group
+from chat.models import Message
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+_SYNC_LIMIT = 500
+
+
+async def current_user(scope: dict[str, Any]):
+    """The user as of now, read afresh: a logout, password change or deactivation since the
+    socket opened ends its access at the next frame."""
+    session = scope.get("session")
+    key = getattr(session, "session_key", None)
+    if not key:
+        return AnonymousUser()
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return await get_user({"session": store(session_key=key)})
+
+
+@database_sync_to_async
+def _messages_after(conversation_id: int, after: int) -> list[Message]:
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, pk__gt=after).order_by("pk")[
+            :_SYNC_LIMIT
+        ]
+    )
+
+
+@database_sync_to_async
+def _streaming_reply(conversation_id: int) -> Message | None:
+    return Message.objects.filter(
+        conversation_id=conversation_id, status=Message.Status.STREAMING
+    ).first()
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One browser tab's connection to one conversation."""
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user") or AnonymousUser()
+        self.conversation = None
+        # reply id → last seq forwarded to the browser, or None while waiting for a snapshot
+        self.following: dict[int, int | None] = {}
+        self.held: dict[int, list[dict[str, Any]]] = {}
+        await self.accept()
+        if not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        self.conversation = await aget_conversation_for_user(self.user, conversation_id)
+        if self.conversation is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = conversation_group(self.conversation.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        # Leaving the group is all: generations belong to the server, not to this socket.
+        if self.conversation is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    # --- frames from the browser ------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.conversation is None:
+            return
+        if text_data is None:
+            await self.send_error("bad_frame", "Frames must be JSON text.")
+            return
+        if len(text_data) > settings.CHAT_MAX_FRAME_BYTES:
+            await self.send_error("frame_too_large", "That frame is too large.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self.send_error("bad_json", "That frame is not valid JSON.")
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self.send_error("bad_frame", "A frame must be an object with a type.")
+            return
+        handler = {
+            "sync": self.on_sync,
+            "message.send": self.on_send,
+            "generation.stop": self.on_stop,
+            "message.retry": self.on_retry,
+        }.get(frame["type"])
+        if handler is None:
+            await self.send_error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
+            return
+        # Every frame re-checks the user and the conversation, so a logged-out or deactivated
+        # user, or a deleted conversation, stops working at once.
+        user = await current_user(self.scope)
+        if not user.is_authenticated or user.pk != self.user.pk:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conversation = await aget_conversation_for_user(user, self.conversation.pk)
+        if conversation is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.conversation = conversation
+        await handler(frame)
+
+    async def on_sync(self, frame: dict[str, Any]) -> None:
+        after = frame.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            await self.send_error("bad_frame", "sync.after must be a message id (an integer).")
+            return
+        messages = await _messages_after(self.conversation.pk, after)
+        await self.send_json(
+            {
+                "type": "conversation.sync",
+                "messages": [events.message_payload(m) for m in messages],
+            }
+        )
+        for message in messages:
+            if message.is_streaming and message.generator_channel:
+                await self.follow(message.pk, message.generator_channel)
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        content = frame.get("content")
+        if not isinstance(content, str) or not content.strip():
+            await self.send_error("empty_message", "Type a message first.")
+            return
+        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            await self.send_error(
+                "message_too_long",
+                f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
+            )
+            return
+        channel = await generation.new_generator_channel()
+        try:
+            _, reply = await actions.post_user_message(self.conversation, content, channel)
+        except actions.ConversationBusy:
+            await self.send_error(
+                "busy", "A reply is still being written. Wait for it or stop it first."
+            )
+            return
+        generation.launch(reply, self.conversation, channel)
+
+    async def on_retry(self, frame: dict[str, Any]) -> None:
+        channel = await generation.new_generator_channel()
+        try:
+            reply = await actions.start_reply(self.conversation, channel)
+        except actions.ConversationBusy:
+            await self.send_error("busy", "A reply is still being written.")
+            return
+        except ValueError as exc:
+            await self.send_error("nothing_to_retry", str(exc))
+            return
+        generation.launch(reply, self.conversation, channel)
+
+    async def on_stop(self, frame: dict[str, Any]) -> None:
+        reply = await _streaming_reply(self.conversation.pk)
+        if reply is None or not reply.generator_channel:
+            await self.send_error("not_streaming", "No reply is being written.")
+            return
+        await generation.request_stop(reply.generator_channel)
+
+    # --- following a streaming reply --------------------------------------------------------
+    async def follow(self, reply_id: int, generator_channel: str) -> None:
+        """Ask the reply's generation for a snapshot; hold its deltas until it arrives."""
+        self.following[reply_id] = None
+        self.held.setdefault(reply_id, [])
+        await generation.request_snapshot(generator_channel, self.channel_name)
+
+    async def reply_snapshot(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        reply_id = message["id"]
+        if reply_id not in self.following:
+            return  # already done
+        seq = message["seq"]
+        self.following[reply_id] = seq
+        await self.send_json({"type": "message.snapshot", "message": message})
+        for delta in self.held.pop(reply_id, []):
+            await self.message_delta(delta)
+
+    # --- events from the conversation group ---------------------------------------------------
+    async def message_created(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        if message["status"] == Message.Status.STREAMING:
+            self.following[message["id"]] = 0
+        await self.send_json(event)
+
+    async def message_delta(self, event: dict[str, Any]) -> None:
+        reply_id = event["id"]
+        if reply_id not in self.following:
+            return
+        last = self.following[reply_id]
+        if last is None:
+            self.held[reply_id].append(event)
+            return
+        seq = event["seq"]
+        if seq <= last:
+            return  # already in the snapshot
+        if seq != last + 1:
+            # The layer dropped a delta (full channel): resync from the generation.
+            reply = await _streaming_reply(self.conversation.pk)
+            if reply is not None and reply.pk == reply_id and reply.generator_channel:
+                await self.follow(reply_id, reply.generator_channel)
+                self.held[reply_id].append(event)
+            return
+        self.following[reply_id] = seq
+        await self.send_json(event)
+
+    async def message_done(self, event: dict[str, Any]) -> None:
+        self.following.pop(event["message"]["id"], None)
+        self.held.pop(event["message"]["id"], None)
+        await self.send_json(event)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        key = event.get("session_key")
+        if key is None or key == getattr(self.scope.get("session"), "session_key", None):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    # --- helpers ------------------------------------------------------------------------------
+    async def send_json(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(data, separators=(",", ":")))
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message})

@@ -1,0 +1,288 @@
+"""Server-owned generation: one task per reply, independent of any socket.
+
+A `Generation` streams from the upstream, keeps the text, flushes it to the database about once
+a second, and fans numbered deltas out to the conversation's group. It listens on a channel of
+its own (stored on the reply) for Stop and for snapshot requests, so any socket on any process
+can reach it. A per-process maintenance task marks live replies (heartbeat) and sweeps replies
+whose process died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat import actions, events, upstream
+from chat.actions import ReplyOutcome
+from chat.models import Conversation, Message
+from chat.rendering import StreamingRenderer
+
+log = logging.getLogger(__name__)
+
+# Live generations of this process, by reply id. Holding the task here is what keeps it alive
+# after the socket that started it has gone.
+_live: dict[int, Generation] = {}
+_maintenance: asyncio.Task | None = None
+
+
+class _SizeCapReached(Exception):
+    pass
+
+
+def coalesce_window() -> float:
+    """How long deltas may gather before a broadcast: none on an idle server, more under load.
+
+    Each broadcast costs a channel-layer send per listening socket; when many replies stream at
+    once, sending fewer, larger deltas keeps the relay ahead of the upstream.
+    """
+    active = len(_live)
+    if active <= 16:
+        return 0.0
+    return min(0.05, active * 0.0001)
+
+
+class Generation:
+    """The generation of one reply."""
+
+    def __init__(self, reply: Message, conversation: Conversation, channel: str) -> None:
+        self.reply_id = reply.pk
+        self.conversation_id = conversation.pk
+        self.conversation = conversation
+        self.reply = reply
+        self.channel = channel
+        self.seq = 0
+        self._sent: list[str] = []  # text already broadcast, in seq order
+        self._sent_chars = 0
+        self._pending: list[str] = []  # text received, not yet broadcast
+        self._received_chars = 0
+        self._send_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._renderer = StreamingRenderer()
+        self._stream_task: asyncio.Task | None = None
+        self._stopped = False
+        self.task: asyncio.Task | None = None
+
+    # --- text bookkeeping ---------------------------------------------------------------
+    def text(self) -> str:
+        return "".join(self._sent) + "".join(self._pending)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The reply as broadcast so far: exactly the text of deltas 1..seq."""
+        content = "".join(self._sent)
+        return events.message_payload(
+            self.reply,
+            content=content,
+            html=self._renderer.frozen_html,
+            frozen=self._renderer.frozen_upto,
+            seq=self.seq,
+        )
+
+    async def _broadcast_pending(self, wait: bool = False) -> None:
+        # One sender at a time keeps deltas in seq order on every channel layer; text that
+        # arrives while a send is in flight goes out with the sender's next round.
+        if self._send_lock.locked() and not wait:
+            return
+        async with self._send_lock:
+            while self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._sent.append(text)
+                self._sent_chars += len(text)
+                self.seq += 1
+                html = self._renderer.feed(text)
+                await events.message_delta(
+                    self.conversation_id,
+                    self.reply_id,
+                    self.seq,
+                    text,
+                    html,
+                    self._renderer.frozen_upto,
+                )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._pending:
+            asyncio.get_running_loop().create_task(self._broadcast_pending())
+
+    async def _add_text(self, text: str) -> None:
+        self._pending.append(text)
+        self._received_chars += len(text)
+        if self._received_chars > settings.SERIKA_STREAM_MAX_CHARS:
+            raise _SizeCapReached
+        window = coalesce_window()
+        if window <= 0:
+            await self._broadcast_pending()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(window, self._on_timer)
+
+    # --- the stream -----------------------------------------------------------------------
+    async def _stream(self, outcome: ReplyOutcome) -> None:
+        request = await actions.build_request(self.conversation, self.reply)
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
+        flushed_chars = 0
+        async with asyncio.timeout(settings.SERIKA_STREAM_MAX_SECONDS):
+            async for event in upstream.stream_completion(request):
+                if isinstance(event, upstream.Delta):
+                    await self._add_text(event.text)
+                elif isinstance(event, upstream.Finish):
+                    outcome.finish_reason = event.reason
+                elif isinstance(event, upstream.Usage):
+                    outcome.prompt_tokens = event.prompt_tokens
+                    outcome.completion_tokens = event.completion_tokens
+                now = loop.time()
+                # Flush at most once an interval: a per-token write would cost a transaction
+                # per token and lock SQLite for every other writer.
+                if (
+                    now - last_flush >= settings.CHAT_FLUSH_INTERVAL
+                    and self._received_chars != flushed_chars
+                ):
+                    last_flush = now
+                    flushed_chars = self._received_chars
+                    await actions.flush_reply(self.reply_id, self.text())
+
+    async def run(self) -> None:
+        """Stream the reply to its end and store exactly one final state, whatever happens."""
+        outcome = ReplyOutcome(status=Message.Status.STREAMING, content="")
+        listener = asyncio.get_running_loop().create_task(self._listen())
+        try:
+            self._stream_task = asyncio.get_running_loop().create_task(self._stream(outcome))
+            try:
+                await self._stream_task
+                if outcome.finish_reason:
+                    outcome.status = Message.Status.COMPLETE
+                else:
+                    outcome.status = Message.Status.TRUNCATED
+                    outcome.error_code = "truncated"
+                    outcome.error = (
+                        "The reply ended before the Serika API said it was finished; "
+                        "it may be incomplete."
+                    )
+            except asyncio.CancelledError:
+                if not self._stopped:
+                    raise
+                outcome.status = Message.Status.STOPPED
+            except upstream.UpstreamError as exc:
+                outcome.status = Message.Status.FAILED
+                outcome.error_code = exc.code
+                outcome.error = exc.message
+            except _SizeCapReached:
+                outcome.status = Message.Status.TRUNCATED
+                outcome.error_code = "size_limit"
+                outcome.error = (
+                    f"The reply passed the server's limit of {settings.SERIKA_STREAM_MAX_CHARS} "
+                    "characters and was stopped."
+                )
+            except TimeoutError:
+                outcome.status = Message.Status.TRUNCATED
+                outcome.error_code = "time_limit"
+                outcome.error = (
+                    f"The reply took longer than the server's limit of "
+                    f"{settings.SERIKA_STREAM_MAX_SECONDS:g} s and was stopped."
+                )
+            except Exception:
+                log.exception("Generation of reply %s failed", self.reply_id)
+                outcome.status = Message.Status.FAILED
+                outcome.error_code = "internal"
+                outcome.error = "The server failed while writing this reply."
+        finally:
+            listener.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            if outcome.status == Message.Status.STREAMING:
+                # Cancelled from outside (process shutting down): keep what arrived.
+                outcome.status = Message.Status.INTERRUPTED
+                outcome.error_code = "interrupted"
+                outcome.error = "The server stopped while this reply was being written."
+            outcome.content = self.text()
+            try:
+                # Every delta goes out before "done", so followers end with the full text.
+                await self._broadcast_pending(wait=True)
+                await actions.finish_reply(self.reply_id, outcome, self.seq)
+            finally:
+                _live.pop(self.reply_id, None)
+
+    # --- control channel --------------------------------------------------------------------
+    async def _listen(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            message = await layer.receive(self.channel)
+            kind = message.get("type")
+            if kind == "generation.stop":
+                self.stop()
+            elif kind == "generation.sync" and message.get("reply_to"):
+                await layer.send(
+                    message["reply_to"],
+                    {"type": "reply.snapshot", "message": self.snapshot()},
+                )
+
+    def stop(self) -> None:
+        """Cancel the upstream request now; what arrived is kept and marked stopped."""
+        if self._stream_task is not None and not self._stream_task.done():
+            self._stopped = True
+            self._stream_task.cancel()
+
+
+async def new_generator_channel() -> str:
+    """A fresh channel for a generation to listen on (stored on its reply row)."""
+    return await get_channel_layer().new_channel(prefix="generation.")
+
+
+def launch(reply: Message, conversation: Conversation, channel: str) -> Generation:
+    """Start generating `reply` in this process; it outlives the socket that asked."""
+    ensure_maintenance()
+    generation = Generation(reply, conversation, channel)
+    _live[reply.pk] = generation
+    generation.task = asyncio.get_running_loop().create_task(generation.run())
+    return generation
+
+
+async def request_stop(channel: str) -> None:
+    """Ask the generation listening on `channel` (in any process) to stop."""
+    await get_channel_layer().send(channel, {"type": "generation.stop"})
+
+
+async def request_snapshot(channel: str, reply_to: str) -> None:
+    """Ask the generation on `channel` to send its snapshot to the channel `reply_to`."""
+    await get_channel_layer().send(channel, {"type": "generation.sync", "reply_to": reply_to})
+
+
+# --- per-process maintenance ------------------------------------------------------------------
+async def _maintain() -> None:
+    interval = settings.CHAT_HEARTBEAT_INTERVAL
+    while True:
+        try:
+            await actions.touch_replies(list(_live))
+            await actions.interrupt_stale_replies(interval * 3, list(_live))
+        except Exception:
+            log.exception("Reply maintenance failed; retrying")
+        await asyncio.sleep(interval)
+
+
+def ensure_maintenance() -> None:
+    """Start this process's heartbeat and stale-reply sweep (once per event loop)."""
+    global _maintenance
+    loop = asyncio.get_running_loop()
+    if _maintenance is None or _maintenance.done() or _maintenance.get_loop() is not loop:
+        _maintenance = loop.create_task(_maintain())
+
+
+async def shutdown() -> None:
+    """Stop maintenance and wait for (or cancel) live generations; used by tests."""
+    global _maintenance
+    if _maintenance is not None:
+        _maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            await _maintenance
+        _maintenance = None
+    for generation in list(_live.values()):
+        if generation.task is not None:
+            generation.stop()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await generation.task
+    _live.clear()

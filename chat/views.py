@@ -1,0 +1,65 @@
+"""Pages: home (characters and conversations) and the chat page. Thin: reads and one verb each."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from characters.models import Character
+from chat import actions
+from chat.access import get_conversation_for_user
+from chat.events import message_html
+from chat.models import Conversation, Message
+
+
+@require_GET
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    conversations = Conversation.objects.for_user(request.user).order_by("-updated_at")[:100]
+    characters = Character.objects.visible_to(request.user)
+    return render(
+        request, "chat/home.html", {"conversations": conversations, "characters": characters}
+    )
+
+
+@require_POST
+@login_required
+def start_conversation(request: HttpRequest) -> HttpResponse:
+    character = None
+    if request.POST.get("character"):
+        character = get_object_or_404(
+            Character.objects.visible_to(request.user), pk=request.POST["character"]
+        )
+    conversation = actions.start_conversation(request.user, character)
+    return redirect("conversation", pk=conversation.pk)
+
+
+@require_GET
+@login_required
+def conversation(request: HttpRequest, pk: int) -> HttpResponse:
+    conv = get_conversation_for_user(request.user, pk)
+    messages = list(conv.messages.order_by("pk"))
+    rendered = [(m, message_html(m)) for m in messages]
+    conversations = Conversation.objects.for_user(request.user).order_by("-updated_at")[:100]
+    return render(
+        request,
+        "chat/conversation.html",
+        {
+            "conversation": conv,
+            "messages": rendered,
+            "conversations": conversations,
+            "last_message_id": messages[-1].pk if messages else 0,
+            "streaming": any(m.status == Message.Status.STREAMING for m in messages),
+            "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        },
+    )
+
+
+@require_POST
+@login_required
+def delete_conversation(request: HttpRequest, pk: int) -> HttpResponse:
+    get_conversation_for_user(request.user, pk).delete()
+    return redirect("home")

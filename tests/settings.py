@@ -1,0 +1,34 @@
+"""Test overlay: the real settings with test-only defaults, so `pytest` runs with no setup.
+
+Production-like servers started by tests use serika_web.settings itself, with their env.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production")
+os.environ.setdefault("SECURE_HTTPS", "false")
+os.environ.setdefault("SERIKA_API_KEY", "test-key")
+
+from serika_web.settings import *  # noqa: F403
+from serika_web.settings import DATABASES
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A real file (WAL, several threads) rather than the shared-cache memory database, whose
+    # table locks ignore the busy timeout; per-process so concurrent runs do not collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"serika-test-{os.getpid()}.sqlite3")
+    }
+
+# In-process tests need no collectstatic; servers started by tests use the manifest storage.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_ROOT = os.path.join(tempfile.gettempdir(), "serika-test-static")
+os.makedirs(STATIC_ROOT, exist_ok=True)
+MEDIA_ROOT = os.path.join(tempfile.gettempdir(), f"serika-test-media-{os.getpid()}")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Short intervals so durability tests need not wait long.
+CHAT_FLUSH_INTERVAL = 0.2
+CHAT_HEARTBEAT_INTERVAL = 0.5

@@ -1,0 +1,164 @@
+"""Streaming a reply over the websocket, end to end through the fake upstream."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat import actions
+from chat.models import Message
+from tests.fake_upstream import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def conversation(alice, character):
+    return actions.start_conversation(alice, character)
+
+
+async def test_a_reply_streams_to_the_browser_and_is_stored_complete(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=["Hel", "lo ", "Alice", "!"]))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "sync", "after": 0})
+    sync = await ws.receive()
+    assert sync["type"] == "conversation.sync"
+    assert [m["content"] for m in sync["messages"]] == ["Hello alice, I am Serika!"]
+
+    await ws.send({"type": "message.send", "content": "Hi there"})
+    done = await ws.done()
+
+    assert done["status"] == "complete"
+    assert done["content"] == "Hello Alice!"
+    assert done["finish_reason"] == "stop"
+    assert done["usage"]["completion_tokens"] is not None
+    assert ws.streamed_text(done["id"]) == "Hello Alice!"
+    reply = await Message.objects.aget(pk=done["id"])
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "Hello Alice!"
+    assert reply.completion_tokens == done["usage"]["completion_tokens"]
+
+
+async def test_the_request_carries_persona_history_settings_and_character_id(
+    connect, upstream, conversation, alice, character
+):
+    character.serika_character_id = "char_123"
+    await character.asave()
+    conversation.temperature = 0.7
+    conversation.max_tokens = 321
+    await conversation.asave()
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "What is up?"})
+    await ws.done()
+
+    [request] = upstream.requests
+    body = request.json
+    assert request.headers["authorization"] == "Bearer test-key"
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["character_id"] == "char_123"
+    assert body["temperature"] == 0.7
+    assert body["max_tokens"] == 321
+    assert body["model"] == "openai/gpt-4o-mini"
+    assert body["messages"][0]["role"] == "system"
+    assert "You are Serika, talking to alice." in body["messages"][0]["content"]
+    assert body["messages"][1:] == [
+        {"role": "assistant", "content": "Hello alice, I am Serika!"},
+        {"role": "user", "content": "What is up?"},
+    ]
+
+
+async def test_the_user_message_is_stored_before_the_upstream_is_called(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=["slow"], first_delay=1.0))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "Remember me"})
+    await upstream.await_requests(1)
+    assert await Message.objects.filter(role="user", content="Remember me").aexists()
+    await ws.done()
+
+
+async def test_a_split_multibyte_reply_arrives_intact(connect, upstream, conversation, alice):
+    tokens = ["héllo ", "世界 ", "🙂", " done"]
+    upstream.enqueue(Reply(tokens=tokens, split_every=1, crlf=True, keepalive_comments=3))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "unicode please"})
+    done = await ws.done()
+    assert done["content"] == "".join(tokens)
+    assert done["status"] == "complete"
+
+
+async def test_markdown_in_replies_is_rendered_and_sanitized(
+    connect, upstream, conversation, alice
+):
+    text = "**bold** <script>alert(1)</script> [x](javascript:alert(1)) ![i](https://e.x/p.png)"
+    upstream.enqueue(Reply(tokens=[text]))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "md"})
+    done = await ws.done()
+    assert "<strong>bold</strong>" in done["html"]
+    assert "<script" not in done["html"]
+    assert "javascript:" not in done["html"].replace("[x](javascript:alert(1))", "")
+    assert "<img" not in done["html"]
+    assert 'rel="noopener noreferrer nofollow"' in done["html"]
+
+
+async def test_a_second_send_while_a_reply_streams_is_refused_and_stores_nothing(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=["a"] * 50, gap=0.02))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "first"})
+    await ws.receive_until(lambda f: f["type"] == "message.delta")
+    await ws.send({"type": "message.send", "content": "second"})
+    error = await ws.receive_until(lambda f: f["type"] == "error")
+    assert error["code"] == "busy"
+    await ws.done()
+    assert not await Message.objects.filter(content="second").aexists()
+    assert await Message.objects.filter(conversation=conversation, role="user").acount() == 1
+
+
+async def test_stop_closes_the_upstream_connection_and_keeps_the_partial_reply(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=["word "], repeat=500, gap=0.02))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "talk forever"})
+    for _ in range(3):
+        await ws.receive_until(lambda f: f["type"] == "message.delta")
+    await ws.send({"type": "generation.stop"})
+    done = await ws.done(timeout=2)
+    assert done["status"] == "stopped"
+    assert done["content"].startswith("word word word")
+    await upstream.await_client_disconnects(1, timeout=2)
+    reply = await Message.objects.aget(pk=done["id"])
+    assert reply.status == "stopped"
+    assert reply.content == done["content"]
+
+
+async def test_finish_reason_length_is_stored_as_cut_off(connect, upstream, conversation, alice):
+    upstream.enqueue(Reply(tokens=["partial"], finish_reason="length"))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "long please"})
+    done = await ws.done()
+    assert done["status"] == "complete"
+    assert done["finish_reason"] == "length"
+
+
+async def test_retry_after_a_failure_streams_a_new_reply_to_the_same_message(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(status=503), Reply(tokens=["Second ", "try"]))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "please"})
+    failed = await ws.done()
+    assert failed["status"] == "failed"
+    await ws.send({"type": "message.retry"})
+    done = await ws.done()
+    assert done["status"] == "complete"
+    assert done["content"] == "Second try"
+    retry_body = upstream.requests[1].json
+    assert retry_body["messages"][-1] == {"role": "user", "content": "please"}
+    assert await Message.objects.filter(conversation=conversation, role="user").acount() == 1

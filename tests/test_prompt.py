@@ -1,0 +1,1235 @@
+"""Tests for chat.prompt: pure prompt assembly from a character card and a chat history."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from chat.prompt import (
+    CHARS_PER_TOKEN,
+    DEFAULT_INSERTION_ORDER,
+    DEFAULT_SCAN_DEPTH,
+    DEFAULT_SYSTEM_PROMPT,
+    EXAMPLE_HEADER,
+    MAX_RECURSION_PASSES,
+    MESSAGE_OVERHEAD_TOKENS,
+    Prompt,
+    PromptCharacter,
+    Turn,
+    activate_lorebook,
+    build_prompt,
+    count_message_tokens,
+    estimate_tokens,
+    expand_macros,
+    normalize_newlines,
+    parse_decorators,
+    resolve_override,
+    split_examples,
+    strip_decorators,
+)
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def char(**fields: Any) -> PromptCharacter:
+    fields.setdefault("name", "Serika")
+    return PromptCharacter(**fields)
+
+
+def user(text: str) -> Turn:
+    return Turn("user", text)
+
+
+def bot(text: str) -> Turn:
+    return Turn("assistant", text)
+
+
+def entry(keys: Any, content: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "keys": keys,
+        "content": content,
+        "extensions": {},
+        "enabled": True,
+        "insertion_order": 100,
+        **fields,
+    }
+
+
+def book(*entries: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"extensions": {}, "entries": list(entries), **fields}
+
+
+def fired(lorebook: Any, *texts: str, roles: tuple[str, ...] | None = None) -> list[int]:
+    """Indices of the entries that activate for a history of user turns with these texts."""
+    history = [Turn(roles[i] if roles else "user", t) for i, t in enumerate(texts)]
+    return activate_lorebook(lorebook, history, char_name="Serika", user_name="Ann").activated
+
+
+def system(prompt: Prompt) -> str:
+    assert prompt.messages[0]["role"] == "system"
+    return prompt.messages[0]["content"]
+
+
+def contents(prompt: Prompt) -> list[str]:
+    return [m["content"] for m in prompt.messages]
+
+
+def build(character: PromptCharacter | None, history: list[Turn] | None = None, **kw: Any):
+    kw.setdefault("user_name", "Ann")
+    return build_prompt(character, history or [], **kw)
+
+
+# --- no character -----------------------------------------------------------------------------
+
+
+def test_without_a_character_the_messages_are_just_the_history():
+    history = [bot("Hi {{user}}"), user("Hello\r\nthere")]
+    prompt = build(None, history)
+    assert prompt.messages == [
+        {"role": "assistant", "content": "Hi {{user}}"},
+        {"role": "user", "content": "Hello\r\nthere"},
+    ]
+    assert prompt.trimmed_turns == 0
+    assert prompt.dropped_examples is False
+    assert prompt.notes == []
+
+
+def test_without_a_character_and_history_the_prompt_is_empty():
+    assert build(None, []).messages == []
+
+
+def test_without_a_character_the_user_description_is_not_used():
+    prompt = build(None, [user("hi")], user_description="Ann is a pilot.")
+    assert contents(prompt) == ["hi"]
+
+
+def test_without_a_character_the_context_budget_still_trims_old_turns():
+    history = [user("a" * 350), bot("b" * 350), user("latest")]
+    budget = count_message_tokens([{"content": "latest"}])
+    prompt = build(None, history, context_tokens=budget)
+    assert contents(prompt) == ["latest"]
+    assert prompt.trimmed_turns == 2
+
+
+# --- system prompt ----------------------------------------------------------------------------
+
+
+def test_an_empty_card_system_prompt_means_the_default_is_used():
+    prompt = build(char(), [user("hi")])
+    assert system(prompt) == (
+        "Write Serika's next reply in a fictional chat between Serika and Ann. Stay in character."
+    )
+
+
+def test_a_whitespace_only_card_system_prompt_counts_as_empty():
+    prompt = build(char(system_prompt="  \n "), default_system_prompt="Default.")
+    assert system(prompt) == "Default."
+
+
+def test_the_card_system_prompt_replaces_the_default():
+    prompt = build(char(system_prompt="You are {{char}}."), default_system_prompt="Default.")
+    assert system(prompt) == "You are Serika."
+    assert "Default." not in system(prompt)
+
+
+def test_original_in_the_card_system_prompt_expands_to_the_default():
+    prompt = build(
+        char(system_prompt="Before. {{original}} After."), default_system_prompt="Be {{char}}."
+    )
+    assert system(prompt) == "Before. Be Serika. After."
+
+
+def test_original_is_matched_case_insensitively_and_every_time():
+    assert resolve_override("{{ORIGINAL}}|{{Original}}", "D") == "D|D"
+
+
+def test_resolve_override_keeps_backslashes_in_the_default_literally():
+    assert resolve_override("x {{original}}", r"C:\new\1") == r"x C:\new\1"
+
+
+def test_the_default_system_prompt_can_be_overridden_by_the_caller():
+    prompt = build(char(), default_system_prompt="Team default for {{char}}.")
+    assert system(prompt) == "Team default for Serika."
+
+
+def test_an_empty_default_and_empty_card_give_no_system_message():
+    prompt = build(char(), [user("hi")], default_system_prompt="")
+    assert prompt.messages == [{"role": "user", "content": "hi"}]
+
+
+def test_the_default_system_prompt_constant_mentions_char_and_user():
+    assert "{{char}}" in DEFAULT_SYSTEM_PROMPT
+    assert "{{user}}" in DEFAULT_SYSTEM_PROMPT
+
+
+# --- post-history instructions ----------------------------------------------------------------
+
+
+def test_post_history_instructions_go_after_the_history_as_a_system_message():
+    prompt = build(char(post_history_instructions="Stay terse, {{char}}."), [user("hi")])
+    assert prompt.messages[-2:] == [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Stay terse, Serika."},
+    ]
+
+
+def test_no_post_history_instructions_means_no_trailing_system_message():
+    prompt = build(char(), [user("hi")])
+    assert prompt.messages[-1] == {"role": "user", "content": "hi"}
+
+
+def test_original_in_post_history_instructions_expands_to_the_empty_default():
+    prompt = build(char(post_history_instructions="{{original}} Be brief."), [user("hi")])
+    assert prompt.messages[-1] == {"role": "system", "content": "Be brief."}
+
+
+def test_original_in_post_history_instructions_expands_to_a_given_default():
+    prompt = build(
+        char(post_history_instructions="{{original}}\nAlso rhyme."),
+        [user("hi")],
+        default_post_history_instructions="Reply as {{char}}.",
+    )
+    assert prompt.messages[-1]["content"] == "Reply as Serika.\nAlso rhyme."
+
+
+def test_an_empty_card_post_history_uses_the_default_post_history_instructions():
+    prompt = build(char(), [user("hi")], default_post_history_instructions="Be kind.")
+    assert prompt.messages[-1] == {"role": "system", "content": "Be kind."}
+
+
+def test_post_history_instructions_are_present_even_with_an_empty_history():
+    prompt = build(char(post_history_instructions="Go."))
+    assert prompt.messages[-1] == {"role": "system", "content": "Go."}
+    assert len(prompt.messages) == 2
+
+
+# --- character definition ---------------------------------------------------------------------
+
+
+def test_the_definition_follows_the_system_prompt_with_labels():
+    prompt = build(
+        char(description="A guide.", personality="Cheerful", scenario="A space station."),
+        default_system_prompt="SYS",
+    )
+    assert system(prompt) == (
+        "SYS\n\nA guide.\n\nSerika's personality: Cheerful\n\nScenario: A space station."
+    )
+
+
+def test_the_user_persona_is_added_for_user_when_given():
+    prompt = build(char(description="D"), default_system_prompt="S", user_description="A pilot.")
+    assert system(prompt) == "S\n\nD\n\nAnn's persona: A pilot."
+
+
+def test_empty_definition_fields_are_omitted_entirely():
+    prompt = build(char(description="  ", personality="", scenario="\n"), default_system_prompt="S")
+    assert system(prompt) == "S"
+    assert "personality" not in system(prompt)
+    assert "Scenario" not in system(prompt)
+    assert "persona" not in system(prompt)
+
+
+def test_definition_fields_are_stripped_of_surrounding_whitespace():
+    prompt = build(char(personality="  sly \n"), default_system_prompt="S")
+    assert system(prompt) == "S\n\nSerika's personality: sly"
+
+
+def test_the_personality_label_uses_the_nickname():
+    prompt = build(char(nickname="Seri", personality="kind"), default_system_prompt="")
+    assert system(prompt) == "Seri's personality: kind"
+
+
+def test_prompt_character_has_no_fields_for_non_prompt_card_data():
+    names = set(PromptCharacter.__dataclass_fields__)
+    assert not names & {"creator_notes", "tags", "creator", "character_version"}
+
+
+def test_the_whole_system_content_is_one_leading_message():
+    prompt = build(
+        char(description="D", personality="P", scenario="S"),
+        [user("hi")],
+        default_system_prompt="SYS",
+    )
+    roles = [m["role"] for m in prompt.messages]
+    assert roles == ["system", "user"]
+
+
+# --- example dialogue -------------------------------------------------------------------------
+
+
+def test_examples_are_split_on_start_case_insensitively():
+    text = "<START>\n{{user}}: hi\n{{char}}: yo\n<start>\n{{user}}: a\n<Start>\n{{char}}: b"
+    assert split_examples(text) == [
+        "{{user}}: hi\n{{char}}: yo",
+        "{{user}}: a",
+        "{{char}}: b",
+    ]
+
+
+def test_empty_examples_and_text_before_the_first_start_are_handled():
+    assert split_examples("") == []
+    assert split_examples("<START>\n\n<START>  ") == []
+    assert split_examples("intro line\n<START>\nex") == ["intro line", "ex"]
+    assert split_examples("no marker at all") == ["no marker at all"]
+
+
+def test_examples_normalise_windows_line_endings():
+    assert split_examples("<START>\r\na\r\nb\r\n") == ["a\nb"]
+
+
+def test_each_example_is_a_separate_system_message_after_the_definition():
+    prompt = build(
+        char(description="D", mes_example="<START>\n{{user}}: hi\n{{char}}: yo\n<START>\nX: y"),
+        [user("hello")],
+        default_system_prompt="S",
+    )
+    assert prompt.messages == [
+        {"role": "system", "content": "S\n\nD"},
+        {"role": "system", "content": f"{EXAMPLE_HEADER}\nAnn: hi\nSerika: yo"},
+        {"role": "system", "content": f"{EXAMPLE_HEADER}\nX: y"},
+        {"role": "user", "content": "hello"},
+    ]
+
+
+def test_examples_come_before_history_and_post_history_instructions():
+    prompt = build(
+        char(mes_example="<START>ex", post_history_instructions="PH"),
+        [user("hi")],
+        default_system_prompt="S",
+    )
+    assert contents(prompt) == ["S", f"{EXAMPLE_HEADER}\nex", "hi", "PH"]
+
+
+def test_an_example_that_is_only_a_comment_is_dropped():
+    prompt = build(char(mes_example="<START>{{// nothing}}<START>real"), default_system_prompt="S")
+    assert contents(prompt) == ["S", f"{EXAMPLE_HEADER}\nreal"]
+
+
+# --- macros -----------------------------------------------------------------------------------
+
+
+def test_char_and_user_macros_are_replaced_case_insensitively():
+    text = "{{char}} {{CHAR}} {{Char}} <BOT> <bot> <CHAR> {{user}} {{USER}} <USER> <user>"
+    assert expand_macros(text, char_name="S", user_name="A") == "S S S S S S A A A A"
+
+
+def test_macro_replacement_is_a_single_pass():
+    assert expand_macros("{{user}}", char_name="S", user_name="{{char}}") == "{{char}}"
+    assert expand_macros("{{char}}", char_name="<USER>", user_name="A") == "<USER>"
+
+
+def test_macro_values_with_backslashes_are_inserted_literally():
+    assert expand_macros("{{user}}", char_name="S", user_name=r"\g<0>\1") == r"\g<0>\1"
+
+
+def test_unknown_macros_are_left_alone():
+    text = "{{random:a,b}} {{roll:6}} {{ char }} <START>"
+    assert expand_macros(text, char_name="S", user_name="A") == text
+
+
+def test_comment_macros_are_removed():
+    text = "a{{// hidden\nnote}}b{{comment: shown in UI}}c{{COMMENT:x}}d"
+    assert expand_macros(text, char_name="S", user_name="A") == "abcd"
+
+
+def test_hidden_keys_are_removed_from_prompts_but_kept_for_scanning():
+    text = "x{{hidden_key:dragon}}y"
+    assert expand_macros(text, char_name="S", user_name="A") == "xy"
+    assert expand_macros(text, char_name="S", user_name="A", keep_hidden_keys=True) == "xdragony"
+
+
+def test_char_means_the_nickname_when_set():
+    prompt = build(char(nickname="Seri", system_prompt="I am {{char}}."), [user("{{char}}?")])
+    assert contents(prompt) == ["I am Seri.", "Seri?"]
+
+
+def test_a_blank_nickname_falls_back_to_the_name():
+    prompt = build(char(nickname="  ", system_prompt="I am {{char}}."))
+    assert system(prompt) == "I am Serika."
+
+
+def test_macros_are_expanded_everywhere_in_the_prompt():
+    lore = book(entry(["ship"], "<BOT> knows {{user}}'s ship."))
+    prompt = build(
+        char(
+            system_prompt="S {{char}}",
+            description="D {{user}}",
+            personality="P <user>",
+            scenario="Sc <bot>",
+            mes_example="<START>{{char}}: hi {{user}}",
+            post_history_instructions="PH {{Char}}",
+            character_book=lore,
+        ),
+        [bot("Hello {{user}}, I am {{char}}"), user("my ship <BOT>")],
+        user_description="U {{char}}",
+    )
+    text = "\n".join(contents(prompt))
+    for macro in ("{{char}}", "{{user}}", "<BOT>", "<bot>", "<user>", "{{Char}}"):
+        assert macro not in text
+    assert contents(prompt) == [
+        "S Serika\n\nSerika knows Ann's ship.\n\nD Ann\n\nSerika's personality: P Ann\n\n"
+        "Scenario: Sc Serika\n\nAnn's persona: U Serika",
+        f"{EXAMPLE_HEADER}\nSerika: hi Ann",
+        "Hello Ann, I am Serika",
+        "my ship Serika",
+        "PH Serika",
+    ]
+
+
+def test_history_turns_keep_their_roles_and_order():
+    history = [bot("greeting"), user("u1"), bot("a1"), user("u2")]
+    prompt = build(char(), history, default_system_prompt="")
+    assert prompt.messages == [
+        {"role": "assistant", "content": "greeting"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+    ]
+
+
+def test_history_whitespace_is_preserved_but_newlines_are_normalised():
+    prompt = build(char(), [user("  a\r\nb\rc  ")], default_system_prompt="")
+    assert contents(prompt) == ["  a\nb\nc  "]
+
+
+def test_windows_line_endings_are_normalised_in_card_fields():
+    prompt = build(
+        char(system_prompt="line1\r\nline2", description="d1\r\nd2"),
+        default_system_prompt="",
+    )
+    assert "\r" not in system(prompt)
+    assert system(prompt) == "line1\nline2\n\nd1\nd2"
+
+
+def test_normalize_newlines_handles_lone_carriage_returns():
+    assert normalize_newlines("a\r\nb\rc\n") == "a\nb\nc\n"
+
+
+def test_unicode_names_and_text_survive_untouched():
+    prompt = build(
+        char(name="芹香", description="{{char}}は案内役です。🌸", personality="친절함"),
+        [user("こんにちは {{char}}")],
+        user_name="Zoë",
+        default_system_prompt="{{user}} ↔ {{char}}",
+    )
+    assert system(prompt) == "Zoë ↔ 芹香\n\n芹香は案内役です。🌸\n\n芹香's personality: 친절함"
+    assert prompt.messages[-1]["content"] == "こんにちは 芹香"
+
+
+# --- lorebook: activation ---------------------------------------------------------------------
+
+
+def test_an_entry_fires_when_a_key_appears_in_the_history():
+    lore = book(entry(["dragon"], "Dragons are real."))
+    assert fired(lore, "I saw a dragon") == [0]
+    assert fired(lore, "I saw a cat") == []
+
+
+def test_keys_match_as_case_insensitive_substrings_by_default():
+    lore = book(entry(["Dragon"], "x"))
+    assert fired(lore, "DRAGONFLY") == [0]
+
+
+def test_case_sensitive_entries_need_the_exact_case():
+    lore = book(entry(["Dragon"], "x", case_sensitive=True))
+    assert fired(lore, "a dragon") == []
+    assert fired(lore, "a Dragon") == [0]
+
+
+def test_any_one_of_several_keys_is_enough():
+    lore = book(entry(["wyvern", "dragon"], "x"))
+    assert fired(lore, "a dragon") == [0]
+
+
+def test_empty_and_blank_keys_never_match():
+    lore = book(entry([""], "x"), entry(["  ", ""], "y"), entry([], "z"))
+    assert fired(lore, "anything at all", "") == []
+
+
+def test_non_string_keys_are_ignored():
+    lore = book(entry([None, 3, "dragon"], "x"))
+    assert fired(lore, "dragon") == [0]
+
+
+def test_keys_may_be_a_comma_separated_string():
+    lore = book(entry("cat, dragon ,", "x"))
+    assert fired(lore, "a dragon") == [0]
+    assert fired(lore, "a cat") == [0]
+
+
+def test_keys_match_cjk_text_without_word_boundaries():
+    lore = book(entry(["ドラゴン"], "竜の話"))
+    assert fired(lore, "昨日ドラゴンを見た") == [0]
+
+
+def test_keys_match_across_unicode_case_folding():
+    lore = book(entry(["STRASSE"], "x"))
+    assert fired(lore, "die straße") == [0]
+
+
+def test_a_key_must_appear_within_one_message_not_across_two():
+    lore = book(entry(["red dragon"], "x"))
+    assert fired(lore, "a red", "dragon") == []
+
+
+def test_disabled_entries_never_fire():
+    lore = book(
+        entry(["dragon"], "x", enabled=False),
+        entry([], "always", constant=True, enabled=False),
+        entry(["dragon"], "y", enabled="false"),
+    )
+    assert fired(lore, "dragon") == []
+
+
+def test_entries_without_an_enabled_field_are_enabled():
+    raw = entry(["dragon"], "x")
+    del raw["enabled"]
+    assert fired(book(raw), "dragon") == [0]
+
+
+def test_constant_entries_always_fire():
+    lore = book(entry([], "always", constant=True), entry(["nope"], "also", constant=True))
+    assert fired(lore) == [0, 1]
+
+
+def test_entries_with_empty_content_are_never_added():
+    lore = book(entry(["dragon"], "   "), entry([], "", constant=True), entry(["dragon"], None))
+    assert fired(lore, "dragon") == []
+
+
+def test_malformed_books_and_entries_are_ignored():
+    assert fired(None, "x") == []
+    assert fired("not a book", "x") == []
+    assert fired({"entries": "nope"}, "x") == []
+    assert fired({}, "x") == []
+    assert fired(book("junk", 3, None, entry(["x"], "ok")), "x") == [3]
+
+
+def test_selective_entries_also_need_a_secondary_key():
+    lore = book(entry(["dragon"], "x", selective=True, secondary_keys=["red", "fire"]))
+    assert fired(lore, "a dragon") == []
+    assert fired(lore, "a FIRE dragon") == [0]
+
+
+def test_the_secondary_key_may_be_in_another_scanned_message():
+    lore = book(entry(["dragon"], "x", selective=True, secondary_keys=["red"]))
+    assert fired(lore, "red sky", "a dragon") == [0]
+
+
+def test_secondary_keys_may_be_a_comma_separated_string():
+    lore = book(entry(["dragon"], "x", selective=True, secondary_keys="red, fire"))
+    assert fired(lore, "a fire dragon") == [0]
+    assert fired(lore, "a dragon") == []
+
+
+def test_secondary_keys_are_ignored_when_not_selective():
+    lore = book(entry(["dragon"], "x", selective=False, secondary_keys=["red"]))
+    assert fired(lore, "a dragon") == [0]
+
+
+def test_selective_with_no_secondary_keys_needs_only_a_primary_key():
+    lore = book(
+        entry(["dragon"], "x", selective=True, secondary_keys=[]),
+        entry(["dragon"], "y", selective=True, secondary_keys=[""]),
+    )
+    assert fired(lore, "a dragon") == [0, 1]
+
+
+def test_a_secondary_key_alone_does_not_fire_a_selective_entry():
+    lore = book(entry(["dragon"], "x", selective=True, secondary_keys=["red"]))
+    assert fired(lore, "red") == []
+
+
+def test_secondary_keys_follow_case_sensitivity():
+    lore = book(entry(["dragon"], "x", selective=True, secondary_keys=["Red"], case_sensitive=True))
+    assert fired(lore, "red dragon") == []
+    assert fired(lore, "Red dragon") == [0]
+
+
+# --- lorebook: scan depth ---------------------------------------------------------------------
+
+
+def test_only_the_last_scan_depth_messages_are_scanned():
+    lore = book(entry(["dragon"], "x"), scan_depth=2)
+    assert fired(lore, "dragon", "a", "b") == []
+    assert fired(lore, "dragon", "a") == [0]
+
+
+def test_a_missing_scan_depth_defaults_to_ten_messages():
+    lore = book(entry(["dragon"], "x"))
+    filler = ["filler"] * (DEFAULT_SCAN_DEPTH - 1)
+    assert DEFAULT_SCAN_DEPTH == 10
+    assert fired(lore, "dragon", *filler) == [0]
+    assert fired(lore, "dragon", *filler, "one more") == []
+
+
+@pytest.mark.parametrize("depth", [None, "deep", -3, True, float("nan")])
+def test_an_unusable_scan_depth_falls_back_to_the_default(depth: Any):
+    lore = book(entry(["dragon"], "x"), scan_depth=depth)
+    filler = ["filler"] * (DEFAULT_SCAN_DEPTH - 1)
+    assert fired(lore, "dragon", *filler) == [0]
+    assert fired(lore, "dragon", *filler, "one more") == []
+
+
+def test_a_scan_depth_of_zero_scans_nothing_but_constants_still_fire():
+    lore = book(entry(["dragon"], "x"), entry([], "c", constant=True), scan_depth=0)
+    assert fired(lore, "dragon") == [1]
+
+
+def test_a_scan_depth_larger_than_the_history_scans_all_of_it():
+    lore = book(entry(["dragon"], "x"), scan_depth=500)
+    assert fired(lore, "dragon", "b") == [0]
+
+
+def test_a_numeric_string_scan_depth_is_accepted():
+    lore = book(entry(["dragon"], "x"), scan_depth="1")
+    assert fired(lore, "dragon", "b") == []
+
+
+def test_macros_in_history_are_expanded_before_scanning():
+    lore = book(entry(["Hello Ann"], "x"))
+    assert fired(lore, "Hello {{user}}") == [0]
+
+
+def test_an_empty_history_fires_only_constants():
+    lore = book(entry(["dragon"], "x"), entry([], "c", constant=True))
+    assert fired(lore) == [1]
+
+
+# --- lorebook: regex keys ---------------------------------------------------------------------
+
+
+def test_regex_keys_match_as_patterns_when_use_regex():
+    lore = book(entry([r"drag(on|oon)s?\b"], "x", use_regex=True))
+    assert fired(lore, "two dragoons here") == [0]
+    assert fired(lore, "a drag race") == []
+
+
+def test_without_use_regex_a_pattern_is_a_literal_key():
+    lore = book(entry([r"drag.n"], "x"))
+    assert fired(lore, "dragon") == []
+    assert fired(lore, "drag.n") == [0]
+
+
+def test_bare_regex_keys_are_case_insensitive_unless_case_sensitive():
+    assert fired(book(entry(["DRAGON"], "x", use_regex=True)), "dragon") == [0]
+    lore = book(entry(["DRAGON"], "x", use_regex=True, case_sensitive=True))
+    assert fired(lore, "dragon") == []
+
+
+def test_slash_form_regex_keys_use_their_own_flags():
+    assert fired(book(entry(["/dragon/i"], "x", use_regex=True)), "DRAGON") == [0]
+    assert fired(book(entry(["/dragon/"], "x", use_regex=True)), "DRAGON") == []
+    assert fired(book(entry(["/dragon/"], "x", use_regex=True)), "dragon") == [0]
+
+
+def test_slash_form_supports_multiline_and_dotall_and_ignores_g():
+    assert fired(book(entry(["/^b$/m"], "x", use_regex=True)), "a\nb") == [0]
+    assert fired(book(entry(["/a.b/s"], "x", use_regex=True)), "a\nb") == [0]
+    assert fired(book(entry(["/a.b/gu"], "x", use_regex=True)), "a\nb") == []
+    assert fired(book(entry(["/a.b/gu"], "x", use_regex=True)), "axb") == [0]
+
+
+def test_slash_patterns_may_contain_slashes():
+    assert fired(book(entry(["/a/b/"], "x", use_regex=True)), "a/b") == [0]
+
+
+def test_a_slash_key_with_unknown_flags_is_a_bare_pattern():
+    # "/a/q" is not /pattern/flags, so the whole text is the pattern.
+    assert fired(book(entry(["/a/q"], "x", use_regex=True)), "/A/Q") == [0]
+
+
+def test_a_broken_regex_never_raises_and_never_matches():
+    lore = book(entry(["(unclosed", "/[z-a]/i", "*"], "x", use_regex=True))
+    selection = activate_lorebook(lore, [user("(unclosed [z-a] *")], char_name="S", user_name="A")
+    assert selection.activated == []
+    assert any("invalid regex" in note for note in selection.notes)
+
+
+def test_a_broken_regex_does_not_stop_a_valid_key_of_the_same_entry():
+    lore = book(entry(["(", "dragon"], "x", use_regex=True))
+    assert fired(lore, "dragon") == [0]
+
+
+def test_secondary_keys_are_regexes_too_when_use_regex():
+    lore = book(entry(["dragon"], "x", use_regex=True, selective=True, secondary_keys=[r"r[e]d"]))
+    assert fired(lore, "red dragon") == [0]
+    assert fired(lore, "blue dragon") == []
+
+
+# --- lorebook: recursion ----------------------------------------------------------------------
+
+
+def test_recursive_scanning_lets_activated_content_fire_more_entries():
+    lore = book(
+        entry(["dragon"], "Dragons guard the Crystal."),
+        entry(["crystal"], "The Crystal hums."),
+        recursive_scanning=True,
+    )
+    assert fired(lore, "a dragon") == [0, 1]
+
+
+def test_without_recursive_scanning_content_does_not_fire_entries():
+    lore = book(
+        entry(["dragon"], "Dragons guard the Crystal."),
+        entry(["crystal"], "The Crystal hums."),
+    )
+    assert fired(lore, "a dragon") == [0]
+    assert fired({**lore, "recursive_scanning": False}, "a dragon") == [0]
+
+
+def test_recursion_follows_chains_and_constants_can_start_them():
+    lore = book(
+        entry([], "The A-link.", constant=True),
+        entry(["a-link"], "Then B-link."),
+        entry(["b-link"], "Then C-link."),
+        entry(["c-link"], "End."),
+        recursive_scanning=True,
+    )
+    assert fired(lore) == [0, 1, 2, 3]
+
+
+def test_recursion_ignores_scan_depth():
+    lore = book(
+        entry(["dragon"], "mentions crystal"),
+        entry(["crystal"], "y"),
+        recursive_scanning=True,
+        scan_depth=1,
+    )
+    assert fired(lore, "crystal (old)", "a dragon") == [0, 1]
+
+
+def test_recursion_is_bounded():
+    chain = [entry([f"k{i}"], f"k{i + 1}") for i in range(MAX_RECURSION_PASSES + 5)]
+    lore = book(*chain, recursive_scanning=True)
+    assert fired(lore, "k0") == list(range(MAX_RECURSION_PASSES + 1))
+
+
+def test_mutually_recursive_entries_terminate():
+    lore = book(entry(["a"], "b"), entry(["b"], "a"), recursive_scanning=True)
+    assert fired(lore, "a") == [0, 1]
+
+
+def test_hidden_keys_in_content_trigger_recursion_but_are_not_prompted():
+    lore = book(
+        entry(["dragon"], "Dragon lore.{{hidden_key:crystal}}"),
+        entry(["crystal"], "Crystal lore."),
+        recursive_scanning=True,
+    )
+    prompt = build(char(character_book=lore), [user("dragon")], default_system_prompt="")
+    assert prompt.activated_lore == [0, 1]
+    assert system(prompt) == "Dragon lore.\nCrystal lore."
+
+
+# --- lorebook: order, position, budget ---------------------------------------------------------
+
+
+def test_entries_are_ordered_by_insertion_order_ascending():
+    lore = book(
+        entry(["k"], "third", insertion_order=30),
+        entry(["k"], "first", insertion_order=-5),
+        entry(["k"], "second", insertion_order=10),
+    )
+    prompt = build(char(character_book=lore), [user("k")], default_system_prompt="")
+    assert system(prompt) == "first\nsecond\nthird"
+    assert prompt.activated_lore == [1, 2, 0]
+
+
+def test_equal_insertion_orders_keep_card_order():
+    lore = book(entry(["k"], "a", insertion_order=1), entry(["k"], "b", insertion_order=1))
+    assert fired(lore, "k") == [0, 1]
+
+
+def test_a_missing_insertion_order_uses_the_default():
+    raw = entry(["k"], "default")
+    del raw["insertion_order"]
+    lore = book(
+        entry(["k"], "late", insertion_order=DEFAULT_INSERTION_ORDER + 1),
+        raw,
+        entry(["k"], "early", insertion_order=DEFAULT_INSERTION_ORDER - 1),
+    )
+    assert fired(lore, "k") == [2, 1, 0]
+
+
+def test_before_char_entries_precede_the_definition_and_after_char_follow_it():
+    lore = book(
+        entry(["k"], "AFTER", position="after_char"),
+        entry(["k"], "BEFORE", position="before_char"),
+    )
+    prompt = build(
+        char(description="DESC", scenario="SC", character_book=lore),
+        [user("k")],
+        default_system_prompt="SYS",
+        user_description="ME",
+    )
+    assert system(prompt) == "SYS\n\nBEFORE\n\nDESC\n\nScenario: SC\n\nAnn's persona: ME\n\nAFTER"
+    assert prompt.activated_lore == [1, 0]
+
+
+@pytest.mark.parametrize("position", ["", None, "at_depth", 4, "AFTER_CHAR"])
+def test_an_unknown_position_means_before_char(position: Any):
+    lore = book(entry(["k"], "LORE", position=position))
+    prompt = build(char(description="DESC", character_book=lore), [user("k")])
+    assert system(prompt).index("LORE") < system(prompt).index("DESC")
+
+
+def test_lore_in_a_section_is_newline_separated_and_sections_use_blank_lines():
+    lore = book(entry(["k"], "L1"), entry(["k"], "L2"))
+    prompt = build(char(description="D", character_book=lore), [user("k")])
+    assert system(prompt).endswith("\n\nL1\nL2\n\nD")
+
+
+def test_token_budget_drops_the_lowest_priority_entries_first():
+    lore = book(
+        entry(["k"], "a" * 35, priority=5, insertion_order=1),
+        entry(["k"], "b" * 35, priority=1, insertion_order=2),
+        entry(["k"], "c" * 35, priority=9, insertion_order=3),
+        token_budget=25,
+    )
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.activated == [0, 2]
+    assert selection.dropped == [1]
+    assert selection.before == ["a" * 35, "c" * 35]
+    assert any("token_budget" in note for note in selection.notes)
+
+
+def test_token_budget_keeps_dropping_until_the_rest_fits():
+    lore = book(
+        entry(["k"], "a" * 35, priority=3),
+        entry(["k"], "b" * 35, priority=2),
+        entry(["k"], "c" * 35, priority=1),
+        token_budget=10,
+    )
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.dropped == [2, 1]
+    assert selection.activated == [0]
+
+
+def test_token_budget_ties_drop_lower_insertion_order_then_later_entries_first():
+    lore = book(
+        entry(["k"], "a" * 35, priority=1, insertion_order=5),
+        entry(["k"], "b" * 35, priority=1, insertion_order=1),
+        entry(["k"], "c" * 35, priority=1, insertion_order=5),
+        token_budget=20,
+    )
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.dropped == [1]
+    lore["token_budget"] = 10
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.dropped == [1, 2]
+    assert selection.activated == [0]
+
+
+def test_missing_priority_counts_as_zero_for_the_budget():
+    lore = book(entry(["k"], "a" * 35, priority=1), entry(["k"], "b" * 35), token_budget=10)
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.dropped == [1]
+
+
+def test_constant_entries_count_against_the_token_budget():
+    lore = book(entry([], "c" * 35, constant=True, priority=0), entry(["k"], "k" * 35, priority=5))
+    lore["token_budget"] = 10
+    assert activate_lorebook(lore, [user("k")], char_name="S", user_name="A").dropped == [0]
+
+
+def test_entries_within_the_token_budget_are_all_kept():
+    lore = book(entry(["k"], "short"), entry(["k"], "also short"), token_budget=100)
+    selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
+    assert selection.dropped == []
+    assert selection.activated == [0, 1]
+
+
+@pytest.mark.parametrize("budget", [0, -1, None, "lots", True])
+def test_a_non_positive_or_invalid_token_budget_means_no_limit(budget: Any):
+    lore = book(entry(["k"], "x" * 1000), token_budget=budget)
+    assert fired(lore, "k") == [0]
+
+
+def test_build_prompt_reports_dropped_lore():
+    lore = book(entry(["k"], "a" * 70, priority=1), entry(["k"], "b", priority=2), token_budget=5)
+    prompt = build(char(character_book=lore), [user("k")], default_system_prompt="")
+    assert prompt.dropped_lore == [0]
+    assert prompt.activated_lore == [1]
+    assert system(prompt) == "b"
+    assert any("token_budget" in note for note in prompt.notes)
+
+
+def test_lore_scans_the_full_history_even_when_turns_are_trimmed():
+    lore = book(entry(["dragon"], "DRAGON LORE"))
+    history = [user("dragon " + "x" * 400), bot("y" * 400), user("latest")]
+    base = build(char(character_book=lore), [user("latest")], default_system_prompt="")
+    prompt = build(
+        char(character_book=lore),
+        history,
+        default_system_prompt="",
+        context_tokens=count_message_tokens(base.messages),
+    )
+    assert prompt.trimmed_turns == 2
+    assert contents(prompt) == ["DRAGON LORE", "latest"]
+
+
+def test_lore_content_macros_are_expanded_and_whitespace_trimmed():
+    lore = book(entry(["k"], "\r\n  {{char}} meets {{user}}.  \r\n"))
+    prompt = build(char(character_book=lore), [user("k")], default_system_prompt="")
+    assert system(prompt) == "Serika meets Ann."
+
+
+def test_lore_with_no_character_book_adds_nothing():
+    prompt = build(char(character_book=None), [user("k")], default_system_prompt="S")
+    assert prompt.activated_lore == []
+    assert system(prompt) == "S"
+
+
+# --- lorebook: V3 decorators ------------------------------------------------------------------
+
+
+def test_decorator_lines_are_stripped_from_content():
+    content = "@@depth 3\n@@role system\n\nThe lore."
+    assert strip_decorators(content) == "The lore."
+
+
+def test_fallback_decorator_lines_are_stripped_too():
+    content = "@@risu_only 4\n@@@activate_after 4\n@@@@deeper\nBody\nline 2\n"
+    assert strip_decorators(content) == "Body\nline 2"
+
+
+def test_decorator_stripping_handles_windows_line_endings_and_blank_lines():
+    assert strip_decorators("\r\n@@depth 3\r\n\r\n@@role user\r\n\r\nBody\r\n") == "Body"
+
+
+def test_only_leading_decorator_lines_are_stripped():
+    content = "Body starts\n@@not_a_decorator here"
+    assert strip_decorators(content) == content
+
+
+def test_content_without_decorators_is_unchanged_apart_from_trimming():
+    assert strip_decorators("  plain @ text @@ inline \n") == "plain @ text @@ inline"
+
+
+def test_content_made_only_of_decorators_is_empty_and_never_prompted():
+    lore = book(entry([], "@@depth 4\n@@@instruct_depth 4", constant=True))
+    assert fired(lore) == []
+
+
+def test_stripped_decorators_never_reach_the_prompt():
+    lore = book(entry(["k"], "@@depth 0\n@@role assistant\nLore body"))
+    prompt = build(char(character_book=lore), [user("k")], default_system_prompt="")
+    assert system(prompt) == "Lore body"
+
+
+def test_parse_decorators_returns_recognised_activation_decorators():
+    decorators, body = parse_decorators(
+        "@@scan_depth 2\n@@depth 5\n@@exclude_keys a, b\n@@activate\nbody"
+    )
+    assert decorators == {"scan_depth": "2", "exclude_keys": "a, b", "activate": ""}
+    assert body == "body"
+
+
+def test_an_unknown_decorator_falls_back_to_its_first_known_fallback():
+    decorators, _ = parse_decorators(
+        "@@risu_thing 4\n@@@agn_thing 4\n@@@activate_only_after 4\n@@@scan_depth 1\nx"
+    )
+    assert decorators == {"activate_only_after": "4"}
+
+
+def test_a_known_decorator_ignores_its_fallbacks():
+    decorators, _ = parse_decorators("@@scan_depth 2\n@@@activate_only_after 4\nx")
+    assert decorators == {"scan_depth": "2"}
+
+
+def test_an_invalid_decorator_value_is_ignored_and_falls_back():
+    decorators, _ = parse_decorators("@@scan_depth lots\n@@@activate_only_every 0\nx")
+    assert decorators == {}
+    decorators, _ = parse_decorators("@@activate_only_every zero\n@@@scan_depth 3\nx")
+    assert decorators == {"scan_depth": "3"}
+
+
+def test_the_first_of_repeated_decorators_wins():
+    decorators, _ = parse_decorators("@@scan_depth 1\n@@scan_depth 7\nx")
+    assert decorators == {"scan_depth": "1"}
+
+
+def test_decorator_names_are_case_insensitive():
+    decorators, _ = parse_decorators("@@Dont_Activate\nx")
+    assert decorators == {"dont_activate": ""}
+
+
+def test_the_activate_decorator_forces_activation_but_not_for_disabled_entries():
+    lore = book(
+        entry(["never"], "@@activate\nforced"),
+        entry(["never"], "@@activate\nstill off", enabled=False),
+    )
+    assert fired(lore, "nothing") == [0]
+
+
+def test_the_dont_activate_decorator_blocks_even_constants():
+    lore = book(
+        entry(["k"], "@@dont_activate\nx"),
+        entry([], "@@dont_activate\ny", constant=True),
+        entry(["k"], "@@dont_activate\n@@activate\nz"),
+    )
+    assert fired(lore, "k") == [2]
+
+
+def test_the_scan_depth_decorator_overrides_the_books_scan_depth():
+    lore = book(entry(["dragon"], "@@scan_depth 1\nx"), scan_depth=10)
+    assert fired(lore, "dragon", "later") == []
+    lore = book(entry(["dragon"], "@@scan_depth 5\nx"), scan_depth=1)
+    assert fired(lore, "dragon", "later") == [0]
+
+
+def test_activate_only_after_counts_assistant_messages():
+    lore = book(entry(["k"], "@@activate_only_after 2\nx"))
+    assert fired(lore, "hi", "k", roles=("assistant", "user")) == []
+    assert fired(lore, "hi", "yo", "k", roles=("assistant", "assistant", "user")) == [0]
+
+
+def test_activate_only_every_needs_a_multiple_of_assistant_messages():
+    lore = book(entry([], "@@activate_only_every 2\nx", constant=True))
+    assert fired(lore, "a", "k", roles=("assistant", "user")) == []
+    assert fired(lore, "a", "b", "k", roles=("assistant", "assistant", "user")) == [0]
+
+
+def test_additional_keys_are_also_required():
+    lore = book(entry(["dragon"], "@@additional_keys red, fire\nx"))
+    assert fired(lore, "a dragon") == []
+    assert fired(lore, "a red dragon") == [0]
+
+
+def test_exclude_keys_block_activation():
+    lore = book(
+        entry(["dragon"], "@@exclude_keys toy\nx"),
+        entry([], "@@exclude_keys toy\ny", constant=True),
+    )
+    assert fired(lore, "a dragon") == [0, 1]
+    assert fired(lore, "a toy dragon") == []
+
+
+# --- context budget ---------------------------------------------------------------------------
+
+
+def test_estimate_tokens_is_ceil_of_chars_over_three_and_a_half():
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("a") == 1
+    assert estimate_tokens("abcdefg") == 2
+    assert estimate_tokens("x" * 100) == math.ceil(100 / CHARS_PER_TOKEN)
+
+
+def test_estimate_tokens_counts_cjk_and_emoji_as_one_token_each():
+    assert estimate_tokens("こんにちは") == 5
+    assert estimate_tokens("🌸🌸") == 2
+    assert estimate_tokens("ab안녕") == 1 + 2
+
+
+def test_count_message_tokens_adds_a_per_message_overhead():
+    messages = [{"role": "user", "content": "abcdefg"}, {"role": "system", "content": ""}]
+    assert count_message_tokens(messages) == 2 + 2 * MESSAGE_OVERHEAD_TOKENS
+
+
+def test_no_context_budget_keeps_everything():
+    history = [user("x" * 10_000)] * 5
+    prompt = build(char(mes_example="<START>ex"), history, context_tokens=None)
+    assert len(prompt.messages) == 7
+    assert prompt.trimmed_turns == 0
+    assert prompt.dropped_examples is False
+
+
+def test_a_prompt_that_fits_is_left_alone():
+    prompt = build(char(mes_example="<START>ex"), [user("hi")])
+    exact = count_message_tokens(prompt.messages)
+    again = build(char(mes_example="<START>ex"), [user("hi")], context_tokens=exact)
+    assert again.messages == prompt.messages
+    assert again.notes == []
+
+
+def _budget_case(**kw: Any) -> tuple[PromptCharacter, list[Turn]]:
+    character = char(
+        description="D",
+        mes_example="<START>" + "e" * 70 + "<START>" + "f" * 70,
+        post_history_instructions="PH",
+        **kw,
+    )
+    history = [bot("g" * 70), user("u" * 70), bot("a" * 70), user("latest")]
+    return character, history
+
+
+def test_examples_are_dropped_before_any_history_turn():
+    character, history = _budget_case()
+    full = build(character, history)
+    budget = count_message_tokens(full.messages) - 1
+    prompt = build(character, history, context_tokens=budget)
+    assert prompt.dropped_examples is True
+    assert prompt.trimmed_turns == 0
+    # Only the last example had to go.
+    assert contents(prompt)[1] == f"{EXAMPLE_HEADER}\n" + "e" * 70
+    assert f"{EXAMPLE_HEADER}\n" + "f" * 70 not in contents(prompt)
+    assert any("example" in note for note in prompt.notes)
+
+
+def test_all_examples_go_before_the_oldest_turn_is_trimmed():
+    character, history = _budget_case()
+    full = build(character, history)
+    examples = [m for m in full.messages if m["content"].startswith(EXAMPLE_HEADER)]
+    budget = count_message_tokens(full.messages) - count_message_tokens(examples) - 1
+    prompt = build(character, history, context_tokens=budget)
+    assert prompt.dropped_examples is True
+    assert not any(c.startswith(EXAMPLE_HEADER) for c in contents(prompt))
+    assert prompt.trimmed_turns == 1
+    assert contents(prompt)[1:] == ["u" * 70, "a" * 70, "latest", "PH"]
+
+
+def test_oldest_turns_are_trimmed_first_and_counted():
+    character, history = _budget_case()
+    minimum = build(character, [user("latest")])
+    budget = count_message_tokens(minimum.messages) - count_message_tokens(
+        [{"content": f"{EXAMPLE_HEADER}\n" + "e" * 70}] * 2
+    )
+    prompt = build(character, history, context_tokens=budget)
+    assert prompt.trimmed_turns == 3
+    assert contents(prompt) == [system(prompt), "latest", "PH"]
+    assert any("trimmed 3" in note for note in prompt.notes)
+
+
+def test_the_system_prompt_and_latest_user_message_survive_an_impossible_budget():
+    character, history = _budget_case(system_prompt="S" * 500)
+    prompt = build(character, history, context_tokens=1)
+    assert contents(prompt) == [system(prompt), "latest", "PH"]
+    assert system(prompt).startswith("S" * 500)
+    assert prompt.trimmed_turns == 3
+    assert prompt.dropped_examples is True
+    assert any("exceeds context_tokens" in note for note in prompt.notes)
+
+
+def test_a_zero_budget_behaves_like_an_impossible_one():
+    character, history = _budget_case()
+    prompt = build(character, history, context_tokens=0)
+    assert [m["role"] for m in prompt.messages] == ["system", "user", "system"]
+
+
+def test_turns_after_the_latest_user_message_are_trimmed_only_after_older_ones():
+    history = [user("old " * 30), bot("older reply " * 10), user("latest"), bot("partial")]
+    character = char()
+    keep_tail = build(character, history[2:])
+    prompt = build(character, history, context_tokens=count_message_tokens(keep_tail.messages))
+    assert contents(prompt)[1:] == ["latest", "partial"]
+    assert prompt.trimmed_turns == 2
+    only_user = build(character, [user("latest")])
+    prompt = build(character, history, context_tokens=count_message_tokens(only_user.messages))
+    assert contents(prompt)[1:] == ["latest"]
+    assert prompt.trimmed_turns == 3
+
+
+def test_without_any_user_turn_the_last_turn_is_protected():
+    history = [bot("greeting " * 50), bot("second")]
+    prompt = build(char(), history, context_tokens=1)
+    assert contents(prompt)[1:] == ["second"]
+    assert prompt.trimmed_turns == 1
+
+
+def test_the_budget_counts_the_lore_in_the_system_message():
+    lore = book(entry(["k"], "L" * 350))
+    history = [user("old k"), bot("reply"), user("latest")]
+    character = char(character_book=lore)
+    full = build(character, history)
+    prompt = build(character, history, context_tokens=count_message_tokens(full.messages) - 1)
+    assert prompt.trimmed_turns == 1
+    assert "L" * 350 in system(prompt)
+
+
+def test_trimming_an_empty_history_with_a_budget_is_harmless():
+    prompt = build(char(mes_example="<START>ex"), [], context_tokens=1)
+    assert [m["role"] for m in prompt.messages] == ["system"]
+    assert prompt.dropped_examples is True
+    assert prompt.trimmed_turns == 0
+
+
+# --- output shape -----------------------------------------------------------------------------
+
+
+def test_every_message_is_a_role_and_content_dict_of_strings():
+    lore = book(entry(["k"], "lore"))
+    prompt = build(
+        char(
+            description="D",
+            mes_example="<START>e",
+            post_history_instructions="P",
+            character_book=lore,
+        ),
+        [bot("g"), user("k")],
+        user_description="U",
+    )
+    for message in prompt.messages:
+        assert set(message) == {"role", "content"}
+        assert message["role"] in {"system", "user", "assistant"}
+        assert isinstance(message["content"], str)
+        assert message["content"]
+
+
+def test_the_full_layout_order():
+    lore = book(
+        entry(["k"], "BEFORE"),
+        entry(["k"], "AFTER", position="after_char"),
+    )
+    prompt = build(
+        char(
+            system_prompt="SYS",
+            description="DESC",
+            personality="PERS",
+            scenario="SCEN",
+            mes_example="<START>EX1<START>EX2",
+            post_history_instructions="PHI",
+            character_book=lore,
+        ),
+        [bot("GREETING"), user("k")],
+        user_description="PERSONA",
+    )
+    assert prompt.messages == [
+        {
+            "role": "system",
+            "content": "SYS\n\nBEFORE\n\nDESC\n\nSerika's personality: PERS\n\n"
+            "Scenario: SCEN\n\nAnn's persona: PERSONA\n\nAFTER",
+        },
+        {"role": "system", "content": f"{EXAMPLE_HEADER}\nEX1"},
+        {"role": "system", "content": f"{EXAMPLE_HEADER}\nEX2"},
+        {"role": "assistant", "content": "GREETING"},
+        {"role": "user", "content": "k"},
+        {"role": "system", "content": "PHI"},
+    ]
+    assert prompt.trimmed_turns == 0
+    assert prompt.dropped_examples is False
+    assert prompt.activated_lore == [0, 1]
+
+
+def test_build_prompt_is_deterministic_and_does_not_mutate_its_inputs():
+    lore = book(entry(["k"], "lore"), recursive_scanning=True, token_budget=100)
+    snapshot = repr(lore)
+    history = [user("k")]
+    character = char(character_book=lore)
+    first = build(character, history, context_tokens=1000)
+    second = build(character, history, context_tokens=1000)
+    assert first == second
+    assert repr(lore) == snapshot
+    assert history == [user("k")]
+
+
+def test_the_default_user_name_is_user():
+    prompt = build_prompt(char(system_prompt="{{user}}"), [])
+    assert system(prompt) == "User"
+
+
+def test_a_stray_leading_fallback_decorator_is_still_considered():
+    decorators, body = parse_decorators("@@@scan_depth 2\nbody")
+    assert decorators == {"scan_depth": "2"}
+    assert body == "body"
+
+
+def test_numeric_and_string_booleans_from_exporters_are_understood():
+    lore = book(
+        entry([], "one", constant=1),
+        entry(["k"], "two", enabled=0),
+        entry(["K"], "three", case_sensitive="true"),
+        entry(["dragon"], "four", selective="1", secondary_keys=["red"]),
+    )
+    assert fired(lore, "k dragon") == [0]

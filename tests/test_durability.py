@@ -1,0 +1,158 @@
+"""Replies are never lost: sockets come and go, generations belong to the server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from chat import actions, generation
+from chat.models import Message
+from tests.fake_upstream import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKENS = [f"t{i} " for i in range(40)]
+FULL = "".join(TOKENS)
+
+
+@pytest.fixture
+def conversation(alice, character):
+    return actions.start_conversation(alice, character)
+
+
+async def test_closing_the_tab_mid_reply_does_not_stop_it(connect, upstream, conversation, alice):
+    upstream.enqueue(Reply(tokens=TOKENS, gap=0.01))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    created = await ws.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    await ws.receive_until(lambda f: f["type"] == "message.delta")
+    await ws.close()
+
+    reply_id = created["message"]["id"]
+    async with asyncio.timeout(10):
+        while (await Message.objects.aget(pk=reply_id)).status == "streaming":
+            await asyncio.sleep(0.05)
+    reply = await Message.objects.aget(pk=reply_id)
+    assert reply.status == "complete"
+    assert reply.content == FULL
+
+
+async def test_a_reconnecting_tab_gets_the_text_so_far_then_the_rest_exactly_once(
+    connect, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=TOKENS, gap=0.02))
+    first = await connect(alice, conversation.pk)
+    await first.send({"type": "message.send", "content": "go"})
+    created = await first.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    reply_id = created["message"]["id"]
+    for _ in range(5):
+        await first.receive_until(lambda f: f["type"] == "message.delta")
+    await first.close()
+    await asyncio.sleep(0.1)
+
+    second = await connect(alice, conversation.pk)
+    await second.send({"type": "sync", "after": reply_id - 1})
+    sync = await second.receive()
+    assert sync["type"] == "conversation.sync"
+    assert [m["id"] for m in sync["messages"]] == [reply_id]
+    snapshot = await second.receive_until(lambda f: f["type"] == "message.snapshot")
+    assert snapshot["message"]["seq"] >= 5
+    assert FULL.startswith(snapshot["message"]["content"])
+    assert len(snapshot["message"]["content"]) >= len("".join(TOKENS[:5]))
+    done = await second.done()
+    assert done["content"] == FULL
+    # streamed_text asserts consecutive sequence numbers: no gap, no duplicate.
+    assert second.streamed_text(reply_id) == FULL
+
+
+async def test_a_second_tab_follows_the_same_reply_live(connect, upstream, conversation, alice):
+    upstream.enqueue(Reply(tokens=TOKENS, gap=0.01))
+    one = await connect(alice, conversation.pk)
+    two = await connect(alice, conversation.pk)
+    await one.send({"type": "message.send", "content": "go"})
+    done_one, done_two = await asyncio.gather(one.done(), two.done())
+    assert done_one["content"] == done_two["content"] == FULL
+    assert one.streamed_text(done_one["id"]) == two.streamed_text(done_two["id"]) == FULL
+
+
+async def test_stop_works_from_another_tab(connect, upstream, conversation, alice):
+    upstream.enqueue(Reply(tokens=["x "], repeat=500, gap=0.02))
+    one = await connect(alice, conversation.pk)
+    await one.send({"type": "message.send", "content": "go"})
+    await one.receive_until(lambda f: f["type"] == "message.delta")
+    two = await connect(alice, conversation.pk)
+    await two.send({"type": "generation.stop"})
+    done = await one.done(timeout=2)
+    assert done["status"] == "stopped"
+
+
+async def test_partial_text_is_flushed_about_once_an_interval_not_per_token(
+    connect, upstream, conversation, alice, settings, monkeypatch
+):
+    settings.CHAT_FLUSH_INTERVAL = 0.2
+    flushes: list[str] = []
+    real_flush = actions.flush_reply
+
+    async def counting_flush(reply_id, content):
+        flushes.append(content)
+        await real_flush(reply_id, content)
+
+    monkeypatch.setattr(actions, "flush_reply", counting_flush)
+    upstream.enqueue(Reply(tokens=["w "], repeat=100, gap=0.01))  # about one second
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    created = await ws.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    await asyncio.sleep(0.5)
+    midway = await Message.objects.aget(pk=created["message"]["id"])
+    assert midway.status == "streaming"
+    assert midway.content.startswith("w w")
+    done = await ws.done()
+    assert done["content"] == "w " * 100
+    assert 2 <= len(flushes) <= 10
+
+
+async def test_replies_left_streaming_by_a_dead_process_are_marked_interrupted(
+    connect, conversation, alice, settings
+):
+    reply = await Message.objects.acreate(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        content="half a tho",
+        generator_channel="generation.dead!abc",
+    )
+    stale = timezone.now() - timedelta(seconds=settings.CHAT_HEARTBEAT_INTERVAL * 10)
+    await Message.objects.filter(pk=reply.pk).aupdate(updated_at=stale)
+
+    ws = await connect(alice, conversation.pk)  # the first connection starts the sweep
+    async with asyncio.timeout(5):
+        while (await Message.objects.aget(pk=reply.pk)).status == "streaming":
+            await asyncio.sleep(0.05)
+    stored = await Message.objects.aget(pk=reply.pk)
+    assert stored.status == "interrupted"
+    assert stored.content == "half a tho"
+    assert stored.generator_channel == ""
+    await ws.send({"type": "sync", "after": reply.pk - 1})
+    [shown] = (await ws.receive_until(lambda f: f["type"] == "conversation.sync"))["messages"]
+    assert shown["status"] == "interrupted"
+    assert "server stopped" in shown["error"]
+
+
+async def test_the_sweep_leaves_live_replies_of_this_process_alone(
+    connect, upstream, conversation, alice, settings
+):
+    upstream.enqueue(Reply(tokens=["slow "], repeat=30, gap=0.05))  # 1.5 s, three heartbeats
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    done = await ws.done(timeout=10)
+    assert done["status"] == "complete"
+    assert not generation._live

@@ -1,0 +1,338 @@
+"""Card JSON: reading V1/V2/V3 objects into a `Card`, and writing V2/V3 objects back.
+
+Reading is liberal (null for "nothing", spec_version compared as a number, SillyTavern's copies
+of the V1 fields beside `data`, millisecond dates) and lossless: what we do not understand is kept
+in the card's `unknown_*` buckets, and a spec-complete V2 or V3 card exports to an equal object.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from characters.card_lorebook import (
+    character_book_for_v2,
+    character_book_for_v3,
+    normalize_character_book,
+)
+from characters.card_model import (
+    DEFAULT_SPEC_VERSION,
+    MAX_CARD_JSON_BYTES,
+    SPEC_V1,
+    SPEC_V2,
+    SPEC_V3,
+    Card,
+    CardError,
+    format_bytes,
+)
+from characters.card_values import (
+    clean_json_value,
+    json_kind,
+    json_object,
+    optional_text,
+    optional_text_list,
+    short_quote,
+    text,
+    text_list,
+)
+
+V1_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
+V2_TEXT_FIELDS = (
+    *V1_FIELDS,
+    "creator_notes",
+    "system_prompt",
+    "post_history_instructions",
+    "creator",
+    "character_version",
+)
+V2_FIELDS = (
+    *V1_FIELDS,
+    "creator_notes",
+    "system_prompt",
+    "post_history_instructions",
+    "alternate_greetings",
+    "character_book",
+    "tags",
+    "creator",
+    "character_version",
+    "extensions",
+)
+V3_ONLY_FIELDS = (
+    "group_only_greetings",
+    "nickname",
+    "assets",
+    "creator_notes_multilingual",
+    "source",
+    "creation_date",
+    "modification_date",
+)
+KNOWN_DATA_FIELDS = frozenset(V2_FIELDS + V3_ONLY_FIELDS)
+_ENVELOPE_KEYS = ("spec", "spec_version", "data")
+
+# The old TavernAI/Pygmalion JSON format used these names for the V1 fields.
+_PYGMALION_NAMES = {
+    "char_name": "name",
+    "char_persona": "personality",
+    "world_scenario": "scenario",
+    "char_greeting": "first_mes",
+    "example_dialogue": "mes_example",
+}
+_ASSET_TEXTS = ("type", "uri", "name", "ext")
+# Timestamps above this are milliseconds (as seconds it would be the year 5138).
+_MILLISECONDS_THRESHOLD = 100_000_000_000
+
+
+def _field(name: str) -> str:
+    return f"The field '{name}'"
+
+
+def _date(value: Any, name: str) -> int | None:
+    """A Unix time in seconds. Numbers in text and millisecond values are accepted and converted."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise CardError(
+                f"{_field(name)} must be a Unix time, not {short_quote(value)}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise CardError(f"{_field(name)} must be a Unix time, not {json_kind(value)}.")
+    if value in (float("inf"), float("-inf")):
+        raise CardError(f"{_field(name)} must be a Unix time, not infinity.")
+    seconds = int(value)
+    if abs(seconds) >= 10**20:
+        raise CardError(f"{_field(name)} is not a plausible Unix time.")
+    # Milliseconds are common; repeat for the odd micro- or nanosecond value.
+    while abs(seconds) >= _MILLISECONDS_THRESHOLD:
+        seconds = -(abs(seconds) // 1000) if seconds < 0 else seconds // 1000
+    return seconds
+
+
+def _assets(value: Any) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise CardError(f"{_field('assets')} must be a list, not {json_kind(value)}.")
+    for position, asset in enumerate(value, 1):
+        if not isinstance(asset, dict):
+            raise CardError(f"Asset {position} must be an object, not {json_kind(asset)}.")
+        for name in _ASSET_TEXTS:
+            if asset.get(name) is not None:
+                text(asset[name], f"Asset {position}: the field '{name}'")
+    return list(value)
+
+
+def _multilingual(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    notes = json_object(value, _field("creator_notes_multilingual"))
+    for language, note in notes.items():
+        text(note, f"The creator notes for language {short_quote(language)}")
+    return notes
+
+
+def _card_from_data(data: dict[str, Any], spec: str, spec_version: str) -> Card:
+    """Build a card from a V2/V3 `data` object (V3-only fields are read whatever the spec says)."""
+    fields: dict[str, Any] = {name: text(data.get(name), _field(name)) for name in V2_TEXT_FIELDS}
+    for name in ("alternate_greetings", "tags", "group_only_greetings"):
+        fields[name] = text_list(data.get(name), _field(name))
+    fields["extensions"] = json_object(data.get("extensions"), _field("extensions"))
+    fields["character_book"] = normalize_character_book(data.get("character_book"))
+    fields["nickname"] = optional_text(data.get("nickname"), _field("nickname"))
+    fields["assets"] = _assets(data.get("assets"))
+    fields["creator_notes_multilingual"] = _multilingual(data.get("creator_notes_multilingual"))
+    fields["source"] = optional_text_list(data.get("source"), _field("source"))
+    fields["creation_date"] = _date(data.get("creation_date"), "creation_date")
+    fields["modification_date"] = _date(data.get("modification_date"), "modification_date")
+    unknown = {key: value for key, value in data.items() if key not in KNOWN_DATA_FIELDS}
+    return Card(**fields, spec=spec, spec_version=spec_version, unknown_data=unknown)
+
+
+def _card_from_v1(obj: dict[str, Any]) -> Card:
+    obj = dict(obj)
+    for old, new in _PYGMALION_NAMES.items():
+        if new not in obj and old in obj:
+            obj[new] = obj.pop(old)
+    if not any(name in obj for name in V1_FIELDS):
+        raise CardError(
+            "This JSON is not a character card: it has no 'spec' and no character fields "
+            "such as 'name'."
+        )
+    fields = {name: text(obj.get(name), _field(name)) for name in V1_FIELDS}
+    unknown = {key: value for key, value in obj.items() if key not in V1_FIELDS}
+    return Card(
+        **fields,
+        spec=SPEC_V1,
+        spec_version=DEFAULT_SPEC_VERSION[SPEC_V1],
+        unknown_top_level=unknown,
+    )
+
+
+def _spec_version(raw: Any, spec: str, warnings: list[str]) -> str:
+    """Check `spec_version` as a number within the spec's major version; return it as text."""
+    default = DEFAULT_SPEC_VERSION[spec]
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise CardError(f"The card's 'spec_version' must be text, not {json_kind(raw)}.")
+    version = raw.strip() if isinstance(raw, str) else str(raw)
+    try:
+        value = float(version)
+    except ValueError:
+        raise CardError(
+            f"The card's 'spec_version' {short_quote(version)} is not a version number."
+        ) from None
+    major = float(default)
+    if not major <= value < major + 1:  # also false for NaN
+        raise CardError(
+            f"This {spec} card has spec_version {short_quote(version)}, which we cannot read "
+            f"(we read {int(major)}.x)."
+        )
+    if value > major:
+        warnings.append(
+            f"This card was made for a newer version of the format ({version}); fields we do not "
+            "know are kept but not used."
+        )
+    return version
+
+
+def card_from_dict(obj: Any, warnings: list[str] | None = None) -> Card:
+    """Read a parsed card object (V1, V2 or V3) into a `Card`.
+
+    Raises `CardError` for anything that is not a readable card. Notes for the user (such as a
+    newer spec_version) are appended to `warnings` when a list is given.
+    """
+    if warnings is None:
+        warnings = []
+    obj = clean_json_value(obj)
+    if not isinstance(obj, dict):
+        raise CardError(f"The character data must be a JSON object, not {json_kind(obj)}.")
+    spec = obj.get("spec")
+    if spec is None:
+        return _card_from_v1(obj)
+    if not isinstance(spec, str):
+        raise CardError(f"The card's 'spec' must be text, not {json_kind(spec)}.")
+    spec = spec.strip()
+    if spec.startswith("lorebook"):
+        raise CardError("This file holds a lorebook, not a character card.")
+    if spec not in (SPEC_V2, SPEC_V3):
+        raise CardError(
+            f"Unknown card format {short_quote(spec)} (expected 'chara_card_v2' or "
+            "'chara_card_v3')."
+        )
+    version = _spec_version(obj.get("spec_version"), spec, warnings)
+    data = obj.get("data")
+    if data is None:
+        raise CardError(f"The card says it is {spec} but has no 'data' object.")
+    if not isinstance(data, dict):
+        raise CardError(f"The card's 'data' must be an object, not {json_kind(data)}.")
+    card = _card_from_data(data, spec, version)
+    card.unknown_top_level = {key: value for key, value in obj.items() if key not in _ENVELOPE_KEYS}
+    return card
+
+
+def card_from_json(data: bytes | str, warnings: list[str] | None = None) -> Card:
+    """Parse card JSON (UTF-8 bytes, a BOM is fine, or text) into a `Card`.
+
+    The size cap is checked before parsing; invalid JSON, NaN/Infinity and absurd nesting raise
+    `CardError`.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > MAX_CARD_JSON_BYTES:
+        raise CardError(
+            f"The character data is larger than {format_bytes(MAX_CARD_JSON_BYTES)}, the limit."
+        )
+    try:
+        decoded = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CardError("The character data is not valid UTF-8 text.") from None
+    try:
+        obj = json.loads(decoded, parse_constant=_refuse_constant)
+    except CardError:
+        raise
+    except json.JSONDecodeError as error:
+        raise CardError(
+            f"The character data is not valid JSON ({error.msg} at line {error.lineno}, "
+            f"column {error.colno})."
+        ) from None
+    except RecursionError:
+        raise CardError("The character data is nested too deeply.") from None
+    except ValueError:
+        # Python refuses to convert integers with thousands of digits.
+        raise CardError("The character data contains a number that is too long.") from None
+    return card_from_dict(obj, warnings)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise CardError(f"The character data contains {name}, which JSON does not allow.")
+
+
+def _common_data(card: Card) -> dict[str, Any]:
+    """Unknown data keys first, so known fields win if a caller put a clash into the bucket."""
+    data = copy.deepcopy(card.unknown_data)
+    for name in V2_FIELDS:
+        if name != "character_book":
+            data[name] = copy.deepcopy(getattr(card, name))
+    return data
+
+
+def _envelope(card: Card, spec: str, data: dict[str, Any]) -> dict[str, Any]:
+    version = card.spec_version if card.spec == spec and card.spec_version else None
+    obj: dict[str, Any] = {
+        "spec": spec,
+        "spec_version": version or DEFAULT_SPEC_VERSION[spec],
+        "data": data,
+    }
+    for key, value in card.unknown_top_level.items():
+        if key in _ENVELOPE_KEYS:
+            continue
+        if key in V1_FIELDS and isinstance(value, str):
+            # SillyTavern copies the V1 fields beside `data`; keep those copies current.
+            obj[key] = getattr(card, key)
+        else:
+            obj[key] = copy.deepcopy(value)
+    return obj
+
+
+def card_to_v3_dict(card: Card) -> dict[str, Any]:
+    """Export a card as a V3 object, keeping every field and every unknown key."""
+    data = _common_data(card)
+    book = character_book_for_v3(card.character_book)
+    if book is not None:
+        data["character_book"] = book
+    data["group_only_greetings"] = list(card.group_only_greetings)
+    for name in V3_ONLY_FIELDS[1:]:
+        value = getattr(card, name)
+        if value is not None:
+            data[name] = copy.deepcopy(value)
+    return _envelope(card, SPEC_V3, data)
+
+
+def card_to_v2_dict(card: Card) -> dict[str, Any]:
+    """Export a card as a V2 object.
+
+    V3-only fields are written only when they hold something (V2 readers ignore unknown fields,
+    SillyTavern writes them the same way, and a V2 card that carried them stays lossless); an empty
+    `group_only_greetings` and absent optional fields are left out. Lorebook decorators are
+    stripped, because V2 apps would put them into the prompt.
+    """
+    data = _common_data(card)
+    book = character_book_for_v2(card.character_book)
+    if book is not None:
+        data["character_book"] = book
+    for name in V3_ONLY_FIELDS:
+        value = getattr(card, name)
+        if value is not None and value != []:
+            data[name] = copy.deepcopy(value)
+    return _envelope(card, SPEC_V2, data)
+
+
+def dump_card_json(card_object: dict[str, Any], *, indent: int | None = None) -> bytes:
+    """Serialise an exported card object as UTF-8 JSON (compact unless `indent` is given)."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    text_ = json.dumps(card_object, ensure_ascii=False, indent=indent, separators=separators)
+    # "replace" only matters for cards built in code with lone surrogates; imports are cleaned.
+    return text_.encode("utf-8", "replace")

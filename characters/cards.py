@@ -1,0 +1,143 @@
+"""Character cards: the one place the rest of the app imports from.
+
+`read_card_file()` reads an uploaded PNG, JSON or CHARX card (recognised by content, not by
+name); `card_to_v2_dict()`, `card_to_v3_dict()`, `write_card_png()` and `write_card_charx()`
+export. The work is done in small Django-free modules:
+
+- `card_model`: the `Card` dataclass, `CardError`, spec names and size limits;
+- `card_values`: type checks for JSON values, with end-user messages;
+- `card_lorebook`: lorebook normalisation and `strip_decorators()`;
+- `card_json`: V1/V2/V3 objects <-> `Card`;
+- `card_png`: PNG text chunks and avatar re-encoding (Pillow);
+- `card_charx`: CHARX zips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from characters.card_charx import read_card_charx, write_card_charx
+from characters.card_json import (
+    card_from_dict,
+    card_from_json,
+    card_to_v2_dict,
+    card_to_v3_dict,
+    dump_card_json,
+)
+from characters.card_lorebook import normalize_character_book, strip_decorators
+from characters.card_model import (
+    EXTENSION_NAMESPACE,
+    MAX_CARD_FILE_BYTES,
+    MAX_CARD_JSON_BYTES,
+    MAX_CARD_TEXT_CHUNK_CHARS,
+    MAX_CHARX_MEMBERS,
+    MAX_CHARX_UNCOMPRESSED_BYTES,
+    MAX_IMAGE_PIXELS,
+    MAX_JSON_NESTING,
+    SPEC_V1,
+    SPEC_V2,
+    SPEC_V3,
+    Card,
+    CardError,
+    check_file_size,
+    extension_key,
+)
+from characters.card_png import (
+    PNG_SIGNATURE,
+    clean_avatar_image,
+    default_avatar_png,
+    read_card_png,
+    write_card_png,
+)
+
+__all__ = [
+    "EXTENSION_NAMESPACE",
+    "MAX_CARD_FILE_BYTES",
+    "MAX_CARD_JSON_BYTES",
+    "MAX_CARD_TEXT_CHUNK_CHARS",
+    "MAX_CHARX_MEMBERS",
+    "MAX_CHARX_UNCOMPRESSED_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_JSON_NESTING",
+    "SPEC_V1",
+    "SPEC_V2",
+    "SPEC_V3",
+    "Card",
+    "CardError",
+    "ImportedCard",
+    "card_from_dict",
+    "card_from_json",
+    "card_to_v2_dict",
+    "card_to_v3_dict",
+    "clean_avatar_image",
+    "default_avatar_png",
+    "dump_card_json",
+    "extension_key",
+    "normalize_character_book",
+    "read_card_charx",
+    "read_card_file",
+    "read_card_png",
+    "strip_decorators",
+    "write_card_charx",
+    "write_card_png",
+]
+
+CardFormat = Literal["png", "json", "charx"]
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+_OTHER_IMAGES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+)
+
+
+@dataclass
+class ImportedCard:
+    """The result of reading an uploaded card file."""
+
+    card: Card
+    avatar_png: bytes | None
+    """The avatar re-encoded as a clean PNG, or None (JSON cards, CHARX without an icon)."""
+    warnings: list[str] = field(default_factory=list)
+    """Notes for the user: newer spec version, differing PNG copies, assets not imported, ..."""
+    source_format: CardFormat = "json"
+
+
+def _looks_like_json(data: bytes) -> bool:
+    start = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return start[:1] in (b"{", b"[")
+
+
+def _unknown_format(data: bytes, filename: str) -> CardError:
+    kind = next((name for magic, name in _OTHER_IMAGES if data.startswith(magic)), None)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if kind is not None:
+        return CardError(f"This file is {kind}; character cards must be PNG, JSON or CHARX files.")
+    if filename.lower().endswith(".json"):
+        return CardError("The file is named .json but does not contain a JSON object.")
+    return CardError("This file is not a character card (expected a PNG, JSON or CHARX file).")
+
+
+def read_card_file(data: bytes, filename: str = "") -> ImportedCard:
+    """Read an uploaded card file of any supported kind.
+
+    The format is recognised from the content (PNG signature, zip signature, JSON object), so a
+    misnamed file still works; `filename` only improves the error message and never becomes a
+    path. Raises `CardError` (a ValueError) with an end-user message for anything unreadable.
+    """
+    if not data:
+        raise CardError("The file is empty.")
+    check_file_size(data)
+    warnings: list[str] = []
+    if data.startswith(PNG_SIGNATURE):
+        card, avatar = read_card_png(data, warnings)
+        return ImportedCard(card, avatar, warnings, "png")
+    if data.startswith(_ZIP_SIGNATURES):
+        card, icon = read_card_charx(data, warnings)
+        return ImportedCard(card, icon, warnings, "charx")
+    if _looks_like_json(data):
+        card = card_from_json(data, warnings)
+        return ImportedCard(card, None, warnings, "json")
+    raise _unknown_format(data, filename)

@@ -46,7 +46,9 @@ def test_the_chat_page_renders_500_messages_in_a_constant_number_of_queries(
     client, alice, conversation
 ):
     Message.objects.bulk_create(
-        Message(conversation=conversation, role=role, content=f"**m{i}**", content_html=f"<p>{i}</p>")
+        Message(
+            conversation=conversation, role=role, content=f"**m{i}**", content_html=f"<p>{i}</p>"
+        )
         for i in range(500)
         for role in ["user"]
     )

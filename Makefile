@@ -43,7 +43,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 migrations-check: install
-	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
+	DEBUG=true DATABASE_URL=sqlite://:memory: $(BIN)/python manage.py makemigrations --check --dry-run
 
 # The whole suite on SQLite and the in-memory channel layer.
 test-embedded: install

@@ -1,0 +1,192 @@
+"""Character <-> card file: the Django side of `characters.cards`.
+
+Every `Card` field has a home on `Character`: most have their own column, and the rest (spec and
+spec_version, the V3 extras without a column, unknown keys) live in `Character.card_extra`, so
+`Card -> Character -> Card` gives back exactly the card that came in.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import zipfile
+from typing import Any, Literal
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils.text import slugify
+
+from characters.cards import (
+    Card,
+    CardError,
+    card_from_dict,
+    card_to_v3_dict,
+    dump_card_json,
+    read_card_file,
+    write_card_png,
+)
+from characters.images import AvatarError, normalize_avatar
+from characters.models import Character
+
+# Card fields stored in a Character column of the same name (nickname is handled apart: the
+# column cannot tell "absent" (None) from "empty").
+COLUMN_FIELDS = (
+    "name",
+    "description",
+    "personality",
+    "scenario",
+    "first_mes",
+    "mes_example",
+    "creator_notes",
+    "system_prompt",
+    "post_history_instructions",
+    "alternate_greetings",
+    "character_book",
+    "tags",
+    "creator",
+    "character_version",
+    "extensions",
+    "group_only_greetings",
+)
+# Card fields kept in `card_extra` under their own name.
+EXTRA_FIELDS = tuple(
+    name for name in Card.field_names() if name not in COLUMN_FIELDS and name != "nickname"
+)
+_EMPTY_NICKNAME = "nickname_empty"
+"""card_extra flag: the card had `nickname: ""` (not absent)."""
+
+ExportFormat = Literal["png", "json"]
+CONTENT_TYPES = {"png": "image/png", "json": "application/json"}
+
+
+def character_from_card(card: Card, owner=None) -> Character:
+    """A new, unsaved Character holding every field of `card`, owned by `owner`."""
+    fields = card.to_fields()  # a deep copy
+    character = Character(owner=owner)
+    for name in COLUMN_FIELDS:
+        setattr(character, name, fields[name])
+    character.nickname = fields["nickname"] or ""
+    extra: dict[str, Any] = {name: fields[name] for name in EXTRA_FIELDS}
+    if fields["nickname"] == "":
+        extra[_EMPTY_NICKNAME] = True
+    character.card_extra = extra
+    return character
+
+
+def character_to_card(character: Character) -> Card:
+    """The card for `character`: its columns plus what `card_extra` kept."""
+    extra = character.card_extra if isinstance(character.card_extra, dict) else {}
+    fields: dict[str, Any] = {name: getattr(character, name) for name in COLUMN_FIELDS}
+    for name in EXTRA_FIELDS:
+        if name in extra:
+            fields[name] = extra[name]
+    if character.nickname:
+        fields["nickname"] = character.nickname
+    else:
+        fields["nickname"] = "" if extra.get(_EMPTY_NICKNAME) else None
+    # Columns never hold None for the text/list/dict fields; be lenient with unsaved objects.
+    for name in ("alternate_greetings", "tags", "group_only_greetings"):
+        fields[name] = fields[name] or []
+    fields["extensions"] = fields["extensions"] or {}
+    return Card.from_fields(**fields)
+
+
+def check_character_card(character: Character) -> None:
+    """Raise CardError if `character` would not export as a readable card (admin validation)."""
+    try:
+        card = character_to_card(character)
+        card_from_dict(card_to_v3_dict(card))
+    except CardError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError) as exc:
+        raise CardError(f"The character data is not a valid card: {exc}") from exc
+
+
+def import_card_file(data: bytes, filename: str, owner=None) -> tuple[Character, list[str]]:
+    """Read an uploaded card file and save it as a new Character owned by `owner`.
+
+    Raises CardError (nothing saved) for anything unreadable. Ids and owners inside the card are
+    never used: every import creates a new object. Returns the character and notes for the user.
+    """
+    imported = read_card_file(data, filename)
+    character = character_from_card(imported.card, owner)
+    warnings = list(imported.warnings)
+    avatar = None
+    if imported.avatar_png is not None:
+        try:
+            avatar = normalize_avatar(imported.avatar_png)
+        except AvatarError as exc:
+            raise CardError(f"The card's image was refused: {exc}") from exc
+    with transaction.atomic():
+        if avatar is not None:
+            # Client file names never become paths.
+            character.avatar.save("avatar.png", ContentFile(avatar), save=False)
+        character.save()
+    return character, warnings
+
+
+def export_filename(character: Character, fmt: str) -> str:
+    """A safe download name such as "aiko.png"."""
+    return f"{slugify(character.name) or 'character'}.{fmt}"
+
+
+def _avatar_bytes(character: Character) -> bytes | None:
+    if not character.avatar:
+        return None
+    try:
+        with character.avatar.open("rb") as handle:
+            return handle.read()
+    except OSError:
+        return None  # a missing file exports with the default image
+
+
+def export_card(character: Character, fmt: ExportFormat) -> tuple[bytes, str, str]:
+    """Export as a card PNG (chara V2 + ccv3 V3 chunks) or V3 JSON.
+
+    Returns (content, content type, download filename).
+    """
+    card = character_to_card(character)
+    if fmt == "png":
+        content = write_card_png(card, _avatar_bytes(character))
+    elif fmt == "json":
+        content = dump_card_json(card_to_v3_dict(card), indent=2)
+    else:
+        raise ValueError(f"Unknown export format {fmt!r} (expected 'png' or 'json').")
+    return content, CONTENT_TYPES[fmt], export_filename(character, fmt)
+
+
+def export_zip(characters, fmt: ExportFormat) -> bytes:
+    """Several exported cards in one zip, with unique member names."""
+    out = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for character in characters:
+            content, _, name = export_card(character, fmt)
+            stem, ext = name.rsplit(".", 1)
+            number = 2
+            while name in used:
+                name = f"{stem}-{number}.{ext}"
+                number += 1
+            used.add(name)
+            archive.writestr(name, content)
+    return out.getvalue()
+
+
+def duplicate_character(character: Character) -> Character:
+    """Save and return a copy of `character` (with its own copy of the avatar file)."""
+    copy_ = Character.objects.get(pk=character.pk)
+    copy_.pk = None
+    copy_.id = None
+    copy_._state.adding = True
+    copy_.name = f"{character.name} (copy)"[: Character._meta.get_field("name").max_length]
+    for name in ("alternate_greetings", "group_only_greetings", "tags", "extensions"):
+        setattr(copy_, name, copy.deepcopy(getattr(copy_, name)))
+    copy_.character_book = copy.deepcopy(copy_.character_book)
+    copy_.card_extra = copy.deepcopy(copy_.card_extra)
+    avatar = _avatar_bytes(character)
+    copy_.avatar = ""
+    with transaction.atomic():
+        if avatar is not None:
+            copy_.avatar.save("avatar.png", ContentFile(avatar), save=False)
+        copy_.save()
+    return copy_

@@ -34,7 +34,8 @@ def _greeting(conversation: Conversation, user) -> str:
     character = conversation.character
     if character is None or not character.first_mes:
         return ""
-    text = _MACRO_CHAR.sub(lambda _: character.name, character.first_mes)
+    char = getattr(character, "nickname", "") or character.name
+    text = _MACRO_CHAR.sub(lambda _: char, character.first_mes)
     return _MACRO_USER.sub(lambda _: user.get_short_name() or user.get_username(), text)
 
 

@@ -64,18 +64,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # reply id → last seq forwarded to the browser, or None while waiting for a snapshot
         self.following: dict[int, int | None] = {}
         self.held: dict[int, list[dict[str, Any]]] = {}
-        await self.accept()
+        # Refusals are accept-then-close so the browser can read the code (a refused handshake
+        # only says 403).
         if not self.user.is_authenticated:
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.conversation = await aget_conversation_for_user(self.user, conversation_id)
         if self.conversation is None:
+            await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        # Join the groups before accepting: once the browser sees the socket open, no event
+        # for it can be missed.
         self.group = conversation_group(self.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         # Leaving the group is all: generations belong to the server, not to this socket.

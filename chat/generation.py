@@ -230,7 +230,9 @@ class Generation:
 
 async def new_generator_channel() -> str:
     """A fresh channel for a generation to listen on (stored on its reply row)."""
-    return await get_channel_layer().new_channel(prefix="generation.")
+    # The default "specific." prefix matters: channels_redis serves every process-local channel
+    # of one prefix from a single Redis list, and a second prefix would starve behind the first.
+    return await get_channel_layer().new_channel()
 
 
 def launch(reply: Message, conversation: Conversation, channel: str) -> Generation:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import Client
 
 from chat import actions
@@ -95,7 +94,7 @@ async def test_logging_out_closes_that_sessions_sockets(connect, alice, conversa
         client.cookies[name] = value
         return client.post("/logout/")
 
-    response = await asyncio.to_thread(log_out)
+    response = await sync_to_async(log_out)()
     assert response.status_code == 302
     output = await ws.communicator.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}

@@ -34,7 +34,7 @@ def _greeting(conversation: Conversation, user) -> str:
     character = conversation.character
     if character is None or not character.first_mes:
         return ""
-    char = getattr(character, "nickname", "") or character.name
+    char = character.nickname or character.name
     text = _MACRO_CHAR.sub(lambda _: char, character.first_mes)
     return _MACRO_USER.sub(lambda _: user.get_short_name() or user.get_username(), text)
 

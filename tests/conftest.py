@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 
 from tests.fake_upstream import FakeUpstream, Reply
@@ -145,6 +147,8 @@ async def connect(request) -> AsyncIterator:
         with contextlib.suppress(Exception):  # already closed by the server
             await socket.close()
     await generation.shutdown()
+    # The ORM thread's connections would keep PostgreSQL from dropping the test database.
+    await sync_to_async(connections.close_all)()
 
 
 __all__ = ["Reply"]

@@ -129,7 +129,7 @@ async def test_stop_closes_the_upstream_connection_and_keeps_the_partial_reply(
     for _ in range(3):
         await ws.receive_until(lambda f: f["type"] == "message.delta")
     await ws.send({"type": "generation.stop"})
-    done = await ws.done(timeout=2)
+    done = await ws.done(timeout=5)
     assert done["status"] == "stopped"
     assert done["content"].startswith("word word word")
     await upstream.await_client_disconnects(1, timeout=2)

@@ -1,0 +1,156 @@
+"""Replies on real daphne processes: across processes, across a crash, past a closed socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from chat import actions
+from chat.models import Message
+from tests import live
+from tests.fake_upstream import Reply
+from tests.live import in_thread, open_socket
+
+# The live-server fixtures, registered in this module.
+static_root = live.static_root
+daphne_servers = live.daphne_servers
+daphne_server = live.daphne_server
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.django_db(transaction=True)]
+
+# A reply slow enough to join, crash or leave mid-stream: 40 chunks, 0.1 s apart (~4 s).
+SLOW_TOKENS = [f"w{i:02d} " for i in range(40)]
+SLOW_TEXT = "".join(SLOW_TOKENS)
+
+
+@pytest.fixture
+def conversation(alice, character):
+    return actions.start_conversation(alice, character)
+
+
+async def poll_reply(reply_id: int, ready, timeout: float = 15.0) -> Message:
+    """The reply once `ready(reply)` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await in_thread(lambda: Message.objects.get(pk=reply_id))
+        if ready(reply):
+            return reply
+        if time.monotonic() >= deadline:
+            pytest.fail(
+                f"reply {reply_id} still {reply.status!r} with {reply.content!r} "
+                f"after {timeout:g} s"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def start_reply(ws, content: str = "Tell me a long story") -> int:
+    """Send a message and return the id of the reply it started."""
+    await ws.send({"type": "message.send", "content": content})
+    created = await ws.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    return created["message"]["id"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"),
+    reason="needs REDIS_URL: the in-memory channel layer cannot join two processes",
+)
+async def test_a_second_tab_on_another_process_joins_a_streaming_reply_without_gap_or_duplicate(
+    daphne_servers, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=SLOW_TOKENS, gap=0.1))
+    server_a = daphne_servers.start()
+    server_b = daphne_servers.start()
+    last_before = await in_thread(lambda: conversation.messages.last().pk)
+
+    tab_a = await open_socket(server_a, alice, conversation.pk)
+    reply_id = await start_reply(tab_a)
+    # Mid-stream on A before the second tab opens on B.
+    await tab_a.receive_until(lambda f: f["type"] == "message.delta" and f["seq"] >= 5)
+
+    tab_b = await open_socket(server_b, alice, conversation.pk)
+    await tab_b.send({"type": "sync", "after": last_before})
+    sync = await tab_b.receive_until(lambda f: f["type"] == "conversation.sync")
+    assert [(m["role"], m["status"]) for m in sync["messages"]] == [
+        ("user", "complete"),
+        ("assistant", "streaming"),
+    ]
+    snapshot = await tab_b.receive_until(lambda f: f["type"] == "message.snapshot")
+    done = await tab_b.receive_until(lambda f: f["type"] == "message.done", timeout=20)
+
+    # The snapshot (from A's generation, through Redis) held text, and live deltas followed.
+    assert snapshot["message"]["id"] == reply_id
+    assert snapshot["message"]["content"], "the snapshot came before any text"
+    assert SLOW_TEXT.startswith(snapshot["message"]["content"])
+    live_deltas = [
+        f
+        for f in tab_b.frames[tab_b.frames.index(snapshot) :]
+        if f["type"] == "message.delta" and f["id"] == reply_id
+    ]
+    assert live_deltas, "no live delta reached the second tab after its snapshot"
+    text, seq = tab_b.streamed(reply_id)  # asserts consecutive seq numbers
+    assert done["message"]["status"] == "complete"
+    assert done["message"]["content"] == SLOW_TEXT
+    assert text == SLOW_TEXT
+    assert seq == done["seq"]
+    # The first tab saw the same text.
+    await tab_a.receive_until(lambda f: f["type"] == "message.done")
+    assert tab_a.streamed(reply_id)[0] == SLOW_TEXT
+    await tab_a.close()
+    await tab_b.close()
+
+
+async def test_a_reply_whose_server_was_killed_is_marked_interrupted_with_its_flushed_text(
+    daphne_servers, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=SLOW_TOKENS, gap=0.1))
+    server_a = daphne_servers.start()
+    tab = await open_socket(server_a, alice, conversation.pk)
+    reply_id = await start_reply(tab)
+    await tab.receive_until(lambda f: f["type"] == "message.delta" and f["seq"] >= 5)
+    await poll_reply(reply_id, lambda r: r.content, timeout=5)  # some text was flushed
+
+    server_a.kill()
+    await upstream.await_client_disconnects(1)
+    flushed = (await in_thread(lambda: Message.objects.get(pk=reply_id))).content
+    assert flushed
+    assert SLOW_TEXT.startswith(flushed)
+    assert flushed != SLOW_TEXT
+
+    # A new process on the same database sweeps the dead one's reply once someone connects.
+    server_b = daphne_servers.start()
+    tab = await open_socket(server_b, alice, conversation.pk)
+    reply = await poll_reply(reply_id, lambda r: r.status != Message.Status.STREAMING)
+    assert reply.status == Message.Status.INTERRUPTED
+    assert reply.error_code == "interrupted"
+    assert reply.content == flushed
+    assert reply.content_html  # rendered for the page
+    assert reply.generator_channel == ""
+
+    await tab.send({"type": "sync", "after": 0})
+    sync = await tab.receive_until(lambda f: f["type"] == "conversation.sync")
+    shown = next(m for m in sync["messages"] if m["id"] == reply_id)
+    assert (shown["status"], shown["content"]) == ("interrupted", flushed)
+    await tab.close()
+
+
+async def test_a_reply_keeps_streaming_to_the_database_after_its_socket_closes(
+    daphne_server, upstream, conversation, alice
+):
+    tokens = [f"t{i:02d} " for i in range(20)]
+    upstream.enqueue(Reply(tokens=tokens, gap=0.05))
+    tab = await open_socket(daphne_server, alice, conversation.pk)
+    reply_id = await start_reply(tab)
+    await tab.receive_until(lambda f: f["type"] == "message.delta")
+    await tab.close()
+
+    reply = await poll_reply(reply_id, lambda r: r.status != Message.Status.STREAMING)
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "".join(tokens)
+    assert reply.finish_reason == "stop"
+    assert upstream.client_disconnects == 0  # the upstream stream was read to its end
+    assert daphne_server.alive

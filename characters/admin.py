@@ -1,25 +1,19 @@
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.base import ContentFile
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from characters.card_values import json_object, text_list
-from characters.cards import MAX_CARD_FILE_BYTES, CardError, normalize_character_book
-from characters.images import AvatarError, normalize_avatar
+from characters.forms import CharacterForm, ImportCardsForm
 from characters.import_export import (
-    check_character_card,
+    UploadResult,
     duplicate_character,
     export_card,
     export_zip,
-    import_card_file,
+    import_upload,
 )
-from characters.models import Character
-
-MAX_IMPORT_FILES = 50
+from characters.models import Character, UserPersona
 
 # Inline templates: the admin pages extend Django's own admin templates.
 _CHANGE_LIST_TEMPLATE = engines["django"].from_string(
@@ -55,106 +49,6 @@ nothing is saved for it.</p>
 )
 
 
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".png,.json,.charx"}))
-        super().__init__(*args, **kwargs)
-
-    def clean(self, data, initial=None):
-        files = data if isinstance(data, list | tuple) else [data]
-        files = [file for file in files if file]
-        if not files:
-            raise forms.ValidationError("Choose at least one card file.")
-        if len(files) > MAX_IMPORT_FILES:
-            raise forms.ValidationError(f"At most {MAX_IMPORT_FILES} files at a time.")
-        return files
-
-
-class ImportCardsForm(forms.Form):
-    files = MultipleFileField(label="Card files")
-
-
-def _json_textarea(rows: int = 6) -> forms.Textarea:
-    return forms.Textarea(attrs={"rows": rows, "cols": 80, "class": "vLargeTextField"})
-
-
-class CharacterForm(forms.ModelForm):
-    class Meta:
-        model = Character
-        fields = [
-            "name", "nickname", "avatar", "is_active", "owner", "tags",
-            "description", "personality", "scenario", "first_mes", "alternate_greetings",
-            "group_only_greetings", "mes_example", "system_prompt", "post_history_instructions",
-            "character_book", "default_model", "serika_character_id", "creator",
-            "character_version", "creator_notes", "extensions", "card_extra",
-        ]  # fmt: skip
-        widgets = {
-            "alternate_greetings": _json_textarea(),
-            "group_only_greetings": _json_textarea(3),
-            "tags": _json_textarea(2),
-            "character_book": _json_textarea(16),
-            "extensions": _json_textarea(8),
-            "card_extra": _json_textarea(8),
-        }
-
-    def clean_avatar(self):
-        avatar = self.cleaned_data.get("avatar")
-        if not avatar or not hasattr(avatar, "content_type"):
-            return avatar  # unchanged or cleared
-        try:
-            png = normalize_avatar(avatar.read())
-        except AvatarError as exc:
-            raise forms.ValidationError(str(exc)) from exc
-        # Client file names never become paths.
-        return ContentFile(png, name="avatar.png")
-
-    def _checked(self, name, check):
-        value = self.cleaned_data.get(name)
-        try:
-            return check(value)
-        except CardError as exc:
-            raise forms.ValidationError(str(exc)) from exc
-
-    def clean_tags(self):
-        return self._checked("tags", lambda v: text_list(v, "tags"))
-
-    def clean_alternate_greetings(self):
-        return self._checked("alternate_greetings", lambda v: text_list(v, "alternate_greetings"))
-
-    def clean_group_only_greetings(self):
-        return self._checked("group_only_greetings", lambda v: text_list(v, "group_only_greetings"))
-
-    def clean_extensions(self):
-        return self._checked("extensions", lambda v: json_object(v, "extensions"))
-
-    def clean_card_extra(self):
-        return self._checked("card_extra", lambda v: json_object(v, "card_extra"))
-
-    def clean_character_book(self):
-        return self._checked("character_book", normalize_character_book)
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        probe = Character(
-            **{
-                name: cleaned.get(name)
-                for name in self.Meta.fields
-                if name not in ("avatar", "owner") and name in cleaned
-            }
-        )
-        try:
-            check_character_card(probe)
-        except CardError as exc:
-            raise forms.ValidationError(str(exc)) from exc
-        return cleaned
-
-
 def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
     response = HttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -174,15 +68,26 @@ class CharacterAdmin(admin.ModelAdmin):
     form = CharacterForm
     change_list_template = _CHANGE_LIST_TEMPLATE
     list_display = [
-        "name", "tag_list", "owner", "default_model", "serika_character_id", "is_active",
-        "updated_at",
+        "name", "tag_list", "owner", "visibility", "default_model", "serika_character_id",
+        "is_active", "updated_at",
     ]  # fmt: skip
-    list_filter = ["is_active"]
+    list_select_related = ["owner"]
+    list_filter = ["visibility", "is_active", "prompt_mode"]
     search_fields = ["name", "nickname", "tags"]
     raw_id_fields = ["owner"]
+    filter_horizontal = ["groups"]
     actions = ["export_png", "export_json", "duplicate"]
     fieldsets = [
-        (None, {"fields": ["name", "nickname", "avatar", "is_active", "owner", "tags"]}),
+        (None, {"fields": ["name", "nickname", "avatar", "is_active", "tags"]}),
+        (
+            "Who sees it",
+            {
+                "fields": ["visibility", "groups", "owner"],
+                "description": "Everyone; the members of the chosen groups; or only its owner. "
+                "The owner always sees their own character. Staff see every character here, "
+                "but on the member pages the same rule applies to them as to anyone.",
+            },
+        ),
         (
             "Persona",
             {
@@ -205,7 +110,9 @@ class CharacterAdmin(admin.ModelAdmin):
                     "post_history_instructions",
                     "character_book",
                     "default_model",
+                    "context_tokens",
                     "serika_character_id",
+                    "prompt_mode",
                 ]
             },
         ),
@@ -245,7 +152,7 @@ class CharacterAdmin(admin.ModelAdmin):
                 results = [
                     self._import_one(request, upload) for upload in form.cleaned_data["files"]
                 ]
-                imported = sum(1 for result in results if result["character"])
+                imported = sum(1 for result in results if result.character)
                 if imported:
                     self.message_user(request, f"Imported {imported} character(s).")
                 if imported < len(results):
@@ -266,20 +173,10 @@ class CharacterAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, _IMPORT_TEMPLATE, context)
 
-    def _import_one(self, request, upload) -> dict:
-        result = {"filename": upload.name, "character": None, "error": "", "warnings": []}
-        if upload.size > MAX_CARD_FILE_BYTES:
-            result["error"] = "The file is too large for a character card."
-            result["status"] = "error"
-            return result
-        try:
-            character, warnings = import_card_file(upload.read(), upload.name, request.user)
-        except CardError as exc:
-            result["error"] = str(exc)
-            result["status"] = "error"
-            return result
-        self.log_addition(request, character, [{"added": {}}])
-        result.update(character=character, warnings=warnings, status="success")
+    def _import_one(self, request, upload) -> UploadResult:
+        result = import_upload(upload, request.user)
+        if result.character:
+            self.log_addition(request, result.character, [{"added": {}}])
         return result
 
     @admin.action(description="Export selected characters as PNG cards")
@@ -297,3 +194,11 @@ class CharacterAdmin(admin.ModelAdmin):
             self.log_addition(request, character, [{"added": {}}])
         self.message_user(request, f"Duplicated {len(copies)} character(s).")
         return HttpResponseRedirect(reverse("admin:characters_character_changelist"))
+
+
+@admin.register(UserPersona)
+class UserPersonaAdmin(admin.ModelAdmin):
+    list_display = ["user", "display_name", "updated_at"]
+    search_fields = ["user__username", "display_name"]
+    raw_id_fields = ["user"]
+    list_select_related = ["user"]

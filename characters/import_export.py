@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import zipfile
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.core.files.base import ContentFile
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from characters.cards import (
+    MAX_CARD_FILE_BYTES,
     Card,
     CardError,
     card_from_dict,
@@ -102,14 +104,29 @@ def check_character_card(character: Character) -> None:
         raise CardError(f"The character data is not a valid card: {exc}") from exc
 
 
-def import_card_file(data: bytes, filename: str, owner=None) -> tuple[Character, list[str]]:
+def _check_lengths(character: Character) -> None:
+    """Refuse text too long for its column (PostgreSQL would fail the insert; SQLite would not)."""
+    for name in ("name", "nickname", "creator", "character_version"):
+        limit = Character._meta.get_field(name).max_length
+        if len(getattr(character, name)) > limit:
+            raise CardError(f"The card's {name} is longer than {limit} characters.")
+
+
+def import_card_file(
+    data: bytes, filename: str, owner=None, *, visibility: str | None = None
+) -> tuple[Character, list[str]]:
     """Read an uploaded card file and save it as a new Character owned by `owner`.
 
     Raises CardError (nothing saved) for anything unreadable. Ids and owners inside the card are
-    never used: every import creates a new object. Returns the character and notes for the user.
+    never used: every import creates a new object. `visibility` (default: the model's) is set
+    before the first save, so a private import is never visible to anyone else, even briefly.
+    Returns the character and notes for the user.
     """
     imported = read_card_file(data, filename)
     character = character_from_card(imported.card, owner)
+    if visibility is not None:
+        character.visibility = visibility
+    _check_lengths(character)
     warnings = list(imported.warnings)
     avatar = None
     if imported.avatar_png is not None:
@@ -123,6 +140,35 @@ def import_card_file(data: bytes, filename: str, owner=None) -> tuple[Character,
             character.avatar.save("avatar.png", ContentFile(avatar), save=False)
         character.save()
     return character, warnings
+
+
+@dataclass
+class UploadResult:
+    """What became of one uploaded card file, for the import pages."""
+
+    filename: str
+    character: Character | None = None
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "success" if self.character else "error"
+
+
+def import_upload(upload, owner, *, visibility: str | None = None) -> UploadResult:
+    """Import one uploaded file (a Django UploadedFile); errors are reported, never raised."""
+    result = UploadResult(filename=upload.name)
+    if upload.size > MAX_CARD_FILE_BYTES:
+        result.error = "The file is too large for a character card."
+        return result
+    try:
+        result.character, result.warnings = import_card_file(
+            upload.read(), upload.name, owner, visibility=visibility
+        )
+    except CardError as exc:
+        result.error = str(exc)
+    return result
 
 
 def export_filename(character: Character, fmt: str) -> str:
@@ -189,4 +235,5 @@ def duplicate_character(character: Character) -> Character:
         if avatar is not None:
             copy_.avatar.save("avatar.png", ContentFile(avatar), save=False)
         copy_.save()
+        copy_.groups.set(character.groups.all())
     return copy_

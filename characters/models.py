@@ -4,17 +4,44 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 
 from characters.cards import Card
 from chat.prompt import PromptCharacter
 
 
+class Visibility(models.TextChoices):
+    EVERYONE = "everyone", "Everyone"
+    GROUPS = "groups", "Members of the chosen groups"
+    OWNER = "owner", "Only its owner"
+
+
+class PromptMode(models.TextChoices):
+    LOCAL = "local", "Send our prompt; also send character_id when set"
+    UPSTREAM = "upstream", "Upstream persona only: send character_id and no local persona prompt"
+
+
 class CharacterQuerySet(models.QuerySet):
     def visible_to(self, user) -> CharacterQuerySet:
-        """The characters `user` may see and chat with."""
-        if not user.is_authenticated:
+        """The characters `user` may see and chat with: the one lookup for views and sockets.
+
+        Active characters that are visible to everyone, shared with a group `user` belongs to,
+        or owned by `user`. The rule is the same for staff and superusers: a member's private
+        character stays private on the member pages; staff curate every character in the admin,
+        which has its own (permission-checked) queryset. Anonymous and inactive users see none.
+        One query, whatever the number of groups (an EXISTS subquery, no join fan-out).
+        """
+        if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(is_active=True)
+        in_a_group = Character.groups.through.objects.filter(
+            character_id=OuterRef("pk"), group__user=user
+        )
+        return self.filter(
+            Q(visibility=Visibility.EVERYONE)
+            | Q(owner=user)
+            | (Q(visibility=Visibility.GROUPS) & Exists(in_a_group)),
+            is_active=True,
+        )
 
 
 class Character(models.Model):
@@ -48,6 +75,32 @@ class Character(models.Model):
         blank=True,
         related_name="characters",
         help_text="Who imported or created it; empty for site-wide characters.",
+    )
+    visibility = models.CharField(
+        max_length=10,
+        choices=Visibility.choices,
+        default=Visibility.EVERYONE,
+        help_text="Who may see and chat with it. The owner always may (while it is active).",
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="characters",
+        help_text='With "Members of the chosen groups": the groups that see it.',
+    )
+    prompt_mode = models.CharField(
+        max_length=10,
+        choices=PromptMode.choices,
+        default=PromptMode.LOCAL,
+        help_text="Without a Serika character id, our prompt is always sent. With one: "
+        '"local" sends our persona prompt and the character_id (the upstream persona and our '
+        'prompt both apply; ours comes as the system message); "upstream" sends only the '
+        "character_id and the chat history, so the server-side persona alone speaks.",
+    )
+    context_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Context budget in tokens for this character's chats; empty = the site default.",
     )
     # The rest of the Character Card V2/V3 `data` fields.
     nickname = models.CharField(
@@ -122,3 +175,21 @@ class Character(models.Model):
         from characters.import_export import character_from_card
 
         return character_from_card(card, owner)
+
+
+class UserPersona(models.Model):
+    """How a member appears to characters: the name used for {{user}} and a self-description."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="persona"
+    )
+    display_name = models.CharField(
+        max_length=100, blank=True, help_text="Used for {{user}}; empty = your user name."
+    )
+    description = models.TextField(
+        blank=True, max_length=4000, help_text="Sent to characters as a description of you."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.display_name or str(self.user)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from characters.personas import persona_for
 from chat import events
 from chat.events import render_message
 from chat.models import Conversation, Message
@@ -30,13 +31,19 @@ _MACRO_CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
 _MACRO_USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
 
 
-def _greeting(conversation: Conversation, user) -> str:
-    character = conversation.character
-    if character is None or not character.first_mes:
-        return ""
+def greetings_of(character) -> list[str]:
+    """The character's greetings: the first message, then the alternates (empty ones skipped)."""
+    if character is None:
+        return []
+    options = [character.first_mes, *(character.alternate_greetings or [])]
+    return [text for text in options if isinstance(text, str) and text.strip()]
+
+
+def _expand_greeting(character, user, text: str) -> str:
     char = character.nickname or character.name
-    text = _MACRO_CHAR.sub(lambda _: char, character.first_mes)
-    return _MACRO_USER.sub(lambda _: user.get_short_name() or user.get_username(), text)
+    user_name = persona_for(user)[0]
+    text = _MACRO_CHAR.sub(lambda _: char, text)
+    return _MACRO_USER.sub(lambda _: user_name, text)
 
 
 def start_conversation(user, character) -> Conversation:
@@ -48,15 +55,51 @@ def start_conversation(user, character) -> Conversation:
             title=character.name if character else "",
             model=character.model_name if character else settings.SERIKA_DEFAULT_MODEL,
         )
-        greeting = _greeting(conversation, user)
-        if greeting:
+        greetings = greetings_of(character)
+        if greetings:
+            greeting = _expand_greeting(character, user, greetings[0])
             Message.objects.create(
                 conversation=conversation,
                 role=Message.Role.ASSISTANT,
                 content=greeting,
                 content_html=render_message(Message.Role.ASSISTANT, greeting),
+                greeting_index=0,
             )
     return conversation
+
+
+class GreetingLocked(Exception):
+    """The greeting can no longer be switched: the user has replied, or there is none."""
+
+
+@database_sync_to_async
+def _switch_greeting_sync(conversation: Conversation, index: int) -> Message:
+    with transaction.atomic():
+        greeting = (
+            conversation.messages.select_for_update()
+            .filter(greeting_index__isnull=False)
+            .order_by("pk")
+            .first()
+        )
+        if greeting is None or conversation.messages.filter(role=Message.Role.USER).exists():
+            raise GreetingLocked("The greeting can only be changed before your first message.")
+        options = greetings_of(conversation.character)
+        if not 0 <= index < len(options):
+            raise GreetingLocked("There is no such greeting.")
+        greeting.content = _expand_greeting(
+            conversation.character, conversation.owner, options[index]
+        )
+        greeting.content_html = render_message(greeting.role, greeting.content)
+        greeting.greeting_index = index
+        greeting.save(update_fields=["content", "content_html", "greeting_index", "updated_at"])
+    return greeting
+
+
+async def switch_greeting(conversation: Conversation, index: int) -> Message:
+    """Replace the opening message with greeting `index`, before the user's first reply."""
+    greeting = await _switch_greeting_sync(conversation, index)
+    await events.message_done(greeting)
+    return greeting
 
 
 def _create_reply(conversation: Conversation, generator_channel: str) -> Message:
@@ -140,16 +183,50 @@ def history_for_reply(conversation: Conversation, reply: Message) -> list[Turn]:
     return [Turn(role, content) for role, content in rows[: last_user + 1] if content]
 
 
+def context_budget(conversation: Conversation) -> int:
+    """Prompt tokens a reply may use: the character's budget, else the model's, else the site's."""
+    character = conversation.character
+    if character is not None and character.context_tokens:
+        return character.context_tokens
+    return settings.SERIKA_MODEL_CONTEXT_TOKENS.get(
+        conversation.model, settings.SERIKA_CONTEXT_TOKENS
+    )
+
+
+def _prompt_note(prompt) -> str:
+    if prompt.trimmed_turns:
+        turns = "message was" if prompt.trimmed_turns == 1 else "messages were"
+        return (
+            f"{prompt.trimmed_turns} older {turns} left out to fit the model's context; "
+            "the character does not see them."
+        )
+    if prompt.dropped_examples:
+        return "Example dialogue was left out to fit the model's context."
+    return ""
+
+
 @database_sync_to_async
 def build_request(conversation: Conversation, reply: Message) -> CompletionRequest:
-    """The upstream request for `reply`: persona + history, with the conversation's settings."""
+    """The upstream request for `reply`: persona + history, with the conversation's settings.
+
+    When the character's prompt mode is "upstream", only the Serika persona speaks: no local
+    persona prompt is sent, just its `character_id` and the history.
+    """
     character = conversation.character
-    owner = conversation.owner
-    prompt = build_prompt(
-        character.as_prompt_character() if character else None,
-        history_for_reply(conversation, reply),
-        user_name=owner.get_short_name() or owner.get_username(),
+    user_name, user_description = persona_for(conversation.owner)
+    local = character is not None and not (
+        character.prompt_mode == "upstream" and character.serika_character_id
     )
+    prompt = build_prompt(
+        character.as_prompt_character() if local else None,
+        history_for_reply(conversation, reply),
+        user_name=user_name,
+        user_description=user_description,
+        context_tokens=context_budget(conversation),
+    )
+    note = _prompt_note(prompt)
+    if note:
+        Message.objects.filter(pk=reply.pk).update(prompt_note=note)
     return CompletionRequest(
         model=conversation.model,
         messages=prompt.messages,

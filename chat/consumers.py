@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from characters.models import Character
 from chat import actions, events, generation
 from chat.access import aget_conversation_for_user, conversation_group, user_group
 from chat.models import Message
@@ -112,6 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "message.send": self.on_send,
             "generation.stop": self.on_stop,
             "message.retry": self.on_retry,
+            "greeting.switch": self.on_switch_greeting,
         }.get(frame["type"])
         if handler is None:
             await self.send_error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
@@ -156,6 +158,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
             )
             return
+        if not await self.character_available():
+            return
         channel = await generation.new_generator_channel()
         try:
             _, reply = await actions.post_user_message(self.conversation, content, channel)
@@ -164,9 +168,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "busy", "A reply is still being written. Wait for it or stop it first."
             )
             return
-        generation.launch(reply, self.conversation, channel)
+        generation.launch(reply, self.conversation)
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
+        if not await self.character_available():
+            return
         channel = await generation.new_generator_channel()
         try:
             reply = await actions.start_reply(self.conversation, channel)
@@ -176,21 +182,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ValueError as exc:
             await self.send_error("nothing_to_retry", str(exc))
             return
-        generation.launch(reply, self.conversation, channel)
+        generation.launch(reply, self.conversation)
+
+    async def on_switch_greeting(self, frame: dict[str, Any]) -> None:
+        index = frame.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            await self.send_error("bad_frame", "greeting.switch.index must be an integer.")
+            return
+        try:
+            await actions.switch_greeting(self.conversation, index)
+        except actions.GreetingLocked as exc:
+            await self.send_error("greeting_locked", str(exc))
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         reply = await _streaming_reply(self.conversation.pk)
         if reply is None or not reply.generator_channel:
             await self.send_error("not_streaming", "No reply is being written.")
             return
-        await generation.request_stop(reply.generator_channel)
+        await generation.request_stop(reply.generator_channel, reply.pk)
+
+    async def character_available(self) -> bool:
+        """The server resolves character → persona at send time: a character made private or
+        inactive since the chat began can no longer be talked to."""
+        character_id = self.conversation.character_id
+        if character_id is None:
+            return True
+        if await Character.objects.visible_to(self.user).filter(pk=character_id).aexists():
+            return True
+        await self.send_error("character_unavailable", "This character is no longer available.")
+        return False
 
     # --- following a streaming reply --------------------------------------------------------
     async def follow(self, reply_id: int, generator_channel: str) -> None:
         """Ask the reply's generation for a snapshot; hold its deltas until it arrives."""
         self.following[reply_id] = None
         self.held.setdefault(reply_id, [])
-        await generation.request_snapshot(generator_channel, self.channel_name)
+        await generation.request_snapshot(generator_channel, reply_id, self.channel_name)
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message = event["message"]

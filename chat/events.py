@@ -42,6 +42,8 @@ def message_payload(message: Message, **overrides: Any) -> dict[str, Any]:
         "error_code": message.error_code,
         "finish_reason": message.finish_reason,
         "model": message.model,
+        "greeting_index": message.greeting_index,
+        "prompt_note": message.prompt_note,
         "usage": (
             {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens}
             if message.completion_tokens is not None or message.prompt_tokens is not None

@@ -49,12 +49,11 @@ def coalesce_window() -> float:
 class Generation:
     """The generation of one reply."""
 
-    def __init__(self, reply: Message, conversation: Conversation, channel: str) -> None:
+    def __init__(self, reply: Message, conversation: Conversation) -> None:
         self.reply_id = reply.pk
         self.conversation_id = conversation.pk
         self.conversation = conversation
         self.reply = reply
-        self.channel = channel
         self.seq = 0
         self._sent: list[str] = []  # text already broadcast, in seq order
         self._sent_chars = 0
@@ -149,7 +148,6 @@ class Generation:
     async def run(self) -> None:
         """Stream the reply to its end and store exactly one final state, whatever happens."""
         outcome = ReplyOutcome(status=Message.Status.STREAMING, content="")
-        listener = asyncio.get_running_loop().create_task(self._listen())
         try:
             self._stream_task = asyncio.get_running_loop().create_task(self._stream(outcome))
             try:
@@ -191,7 +189,6 @@ class Generation:
                 outcome.error_code = "internal"
                 outcome.error = "The server failed while writing this reply."
         finally:
-            listener.cancel()
             if self._timer is not None:
                 self._timer.cancel()
             if outcome.status == Message.Status.STREAMING:
@@ -207,20 +204,7 @@ class Generation:
             finally:
                 _live.pop(self.reply_id, None)
 
-    # --- control channel --------------------------------------------------------------------
-    async def _listen(self) -> None:
-        layer = get_channel_layer()
-        while True:
-            message = await layer.receive(self.channel)
-            kind = message.get("type")
-            if kind == "generation.stop":
-                self.stop()
-            elif kind == "generation.sync" and message.get("reply_to"):
-                await layer.send(
-                    message["reply_to"],
-                    {"type": "reply.snapshot", "message": self.snapshot()},
-                )
-
+    # --- control ---------------------------------------------------------------------------
     def stop(self) -> None:
         """Cancel the upstream request now; what arrived is kept and marked stopped."""
         if self._stream_task is not None and not self._stream_task.done():
@@ -228,30 +212,59 @@ class Generation:
             self._stream_task.cancel()
 
 
+# --- the process's control channel -----------------------------------------------------------
+# One listener per process, never cancelled mid-receive, routes Stop and snapshot requests to
+# the live generation by reply id. (A receive cancelled while it holds channels_redis' receive
+# lock can lose a message meant for another channel; a listener per reply would also cost a
+# waiting receive per stream.)
+_control: tuple[asyncio.AbstractEventLoop, str, asyncio.Task] | None = None
+
+
+async def _route_control(channel: str) -> None:
+    layer = get_channel_layer()
+    while True:
+        message = await layer.receive(channel)
+        live = _live.get(message.get("reply_id"))
+        kind = message.get("type")
+        if live is None:
+            continue  # finished already: its "done" event carries the final state
+        if kind == "generation.stop":
+            live.stop()
+        elif kind == "generation.sync" and message.get("reply_to"):
+            await layer.send(
+                message["reply_to"], {"type": "reply.snapshot", "message": live.snapshot()}
+            )
+
+
 async def new_generator_channel() -> str:
-    """A fresh channel for a generation to listen on (stored on its reply row)."""
-    # The default "specific." prefix matters: channels_redis serves every process-local channel
-    # of one prefix from a single Redis list, and a second prefix would starve behind the first.
-    return await get_channel_layer().new_channel()
+    """This process's control channel, stored on each reply it generates."""
+    global _control
+    loop = asyncio.get_running_loop()
+    if _control is None or _control[0] is not loop or _control[2].done():
+        channel = await get_channel_layer().new_channel()
+        _control = (loop, channel, loop.create_task(_route_control(channel)))
+    return _control[1]
 
 
-def launch(reply: Message, conversation: Conversation, channel: str) -> Generation:
+def launch(reply: Message, conversation: Conversation) -> Generation:
     """Start generating `reply` in this process; it outlives the socket that asked."""
     ensure_maintenance()
-    generation = Generation(reply, conversation, channel)
+    generation = Generation(reply, conversation)
     _live[reply.pk] = generation
     generation.task = asyncio.get_running_loop().create_task(generation.run())
     return generation
 
 
-async def request_stop(channel: str) -> None:
-    """Ask the generation listening on `channel` (in any process) to stop."""
-    await get_channel_layer().send(channel, {"type": "generation.stop"})
+async def request_stop(channel: str, reply_id: int) -> None:
+    """Ask the process listening on `channel` to stop generating reply `reply_id`."""
+    await get_channel_layer().send(channel, {"type": "generation.stop", "reply_id": reply_id})
 
 
-async def request_snapshot(channel: str, reply_to: str) -> None:
-    """Ask the generation on `channel` to send its snapshot to the channel `reply_to`."""
-    await get_channel_layer().send(channel, {"type": "generation.sync", "reply_to": reply_to})
+async def request_snapshot(channel: str, reply_id: int, reply_to: str) -> None:
+    """Ask the process on `channel` to send reply `reply_id`'s snapshot to channel `reply_to`."""
+    await get_channel_layer().send(
+        channel, {"type": "generation.sync", "reply_id": reply_id, "reply_to": reply_to}
+    )
 
 
 # --- per-process maintenance ------------------------------------------------------------------
@@ -275,8 +288,11 @@ def ensure_maintenance() -> None:
 
 
 async def shutdown() -> None:
-    """Stop maintenance and wait for (or cancel) live generations; used by tests."""
-    global _maintenance
+    """Stop maintenance and the control listener, and end live generations; used by tests."""
+    global _maintenance, _control
+    if _control is not None:
+        _control[2].cancel()
+        _control = None
     if _maintenance is not None:
         _maintenance.cancel()
         with contextlib.suppress(asyncio.CancelledError, RuntimeError):

@@ -70,6 +70,11 @@ class Message(models.Model):
     model = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Which of the character's greetings an opening message shows (an index into
+    # `actions.greetings_of(character)`: 0 is first_mes). Null for every other message.
+    greeting_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Said to the user about how the prompt was built, e.g. that older turns were left out.
+    prompt_note = models.CharField(max_length=300, blank=True)
     # The channel of the task generating this reply, so Stop and resync reach it from any process.
     generator_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -49,11 +49,13 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
         "chat/conversation.html",
         {
             "conversation": conv,
-            "messages": rendered,
+            # Not "messages": that name belongs to django.contrib.messages in every template.
+            "transcript": rendered,
             "conversations": conversations,
             "last_message_id": messages[-1].pk if messages else 0,
             "streaming": any(m.status == Message.Status.STREAMING for m in messages),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "greeting_count": len(actions.greetings_of(conv.character)),
         },
     )
 

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "channels",
     "csp",
     "characters",
@@ -103,7 +104,16 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # Capacity bounds one slow browser's backlog; a dropped delta is repaired by a resync
             # from the generating process, so the layer never has to be lossless.
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # redis-py's default 5 s socket timeout equals channels_redis' blocking-pop
+                # timeout, so an idle process's receive would fail with TimeoutError.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
+                ],
+                "capacity": 1000,
+                "expiry": 30,
+                "prefix": env.str("CHANNEL_PREFIX", default="asgi"),
+            },
         }
     }
 else:
@@ -196,6 +206,13 @@ SERIKA_STREAM_IDLE_TIMEOUT = env.float("SERIKA_STREAM_IDLE_TIMEOUT", default=60.
 # Hard caps that stop a runaway stream, keeping what arrived.
 SERIKA_STREAM_MAX_SECONDS = env.float("SERIKA_STREAM_MAX_SECONDS", default=600.0)
 SERIKA_STREAM_MAX_CHARS = env.int("SERIKA_STREAM_MAX_CHARS", default=200_000)
+# How many tokens of prompt a model takes: older turns are left out (and the user told) beyond it.
+SERIKA_CONTEXT_TOKENS = env.int("SERIKA_CONTEXT_TOKENS", default=16_000)
+# Per-model budgets, e.g. "openai/gpt-4o-mini=128000,mistral/small=32000".
+SERIKA_MODEL_CONTEXT_TOKENS = {
+    model: int(tokens)
+    for model, tokens in env.dict("SERIKA_MODEL_CONTEXT_TOKENS", default={}).items()
+}
 
 # --- Chat -----------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
@@ -216,3 +233,8 @@ LOGGING = {
     # httpx logs every request line at INFO; ours say what matters.
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# --- Characters -----------------------------------------------------------------------------
+# Members may import cards and create characters of their own (always private to them) and edit
+# them; false leaves characters to staff (members keep, export and delete what they have).
+CHARACTERS_MEMBERS_MAY_IMPORT = env.bool("CHARACTERS_MEMBERS_MAY_IMPORT", default=True)

@@ -9,9 +9,13 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production")
 os.environ.setdefault("SECURE_HTTPS", "false")
 os.environ.setdefault("SERIKA_API_KEY", "test-key")
+# Conversation ids restart with every test database; a per-run channel-layer prefix keeps
+# groups that Redis remembers from earlier runs out of this one (servers started by the tests
+# inherit it from the environment).
+os.environ.setdefault("CHANNEL_PREFIX", f"asgi-test-{os.getpid()}")
 
 from serika_web.settings import *  # noqa: F403
-from serika_web.settings import CHANNEL_LAYERS, DATABASES, REDIS_URL
+from serika_web.settings import DATABASES
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A real file (WAL, several threads) rather than the shared-cache memory database, whose
@@ -23,11 +27,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # Per-process test database, so two test runs on one server never drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
-
-if REDIS_URL:
-    # Conversation ids restart with every test database; a per-run prefix keeps groups of
-    # earlier runs (kept by Redis for a day) out of this one.
-    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"asgi-test-{os.getpid()}"
 
 # In-process tests need no collectstatic; servers started by tests use the manifest storage.
 STORAGES = {

@@ -98,3 +98,20 @@ async def test_logging_out_closes_that_sessions_sockets(connect, alice, conversa
     assert response.status_code == 302
     output = await ws.communicator.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+async def test_a_character_made_private_since_the_chat_began_can_no_longer_be_talked_to(
+    connect, upstream, bob, alice, character
+):
+    from asgiref.sync import sync_to_async
+
+    conversation = await sync_to_async(actions.start_conversation)(bob, character)
+    character.visibility = "owner"
+    character.owner = alice
+    await character.asave()
+    ws = await connect(bob, conversation.pk)
+    await ws.send({"type": "message.send", "content": "still there?"})
+    error = await ws.receive_until(lambda f: f["type"] == "error")
+    assert error["code"] == "character_unavailable"
+    assert not await Message.objects.filter(content="still there?").aexists()
+    assert upstream.requests == []

@@ -48,13 +48,26 @@ FAVICON_404 = "Failed to load resource: the server responded with a status of 40
 
 
 class BrowserPage:
-    """A Chromium page, with every console error and uncaught exception it reported."""
+    """A Chromium page, with every console error and uncaught exception it reported, and the
+    websocket frames it exchanged (printed when the test fails)."""
 
     def __init__(self, page) -> None:
         self.page = page
         self.problems: list[str] = []
+        self.frames: list[str] = []
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, ws) -> None:
+        start = time.monotonic()
+
+        def record(direction: str, payload: str | bytes) -> None:
+            self.frames.append(f"{time.monotonic() - start:7.3f} {direction} {payload!s:.200}")
+
+        ws.on("framesent", lambda payload: record(">", payload))
+        ws.on("framereceived", lambda payload: record("<", payload))
+        ws.on("close", lambda _: record("x", "closed"))
 
     def _on_console(self, message) -> None:
         if message.text.startswith(FAVICON_404) and message.location.get("url", "").endswith(
@@ -66,7 +79,9 @@ class BrowserPage:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest, monkeypatch) -> Iterator[BrowserPage]:
+def browser(request: pytest.FixtureRequest, monkeypatch, daphne_server) -> Iterator[BrowserPage]:
+    # Depends on the server so that it is torn down first: the screenshot shows the page
+    # before its server goes away.
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: install Debian's chromium package"
         if os.environ.get("CI") == "true":
@@ -95,6 +110,7 @@ def browser(request: pytest.FixtureRequest, monkeypatch) -> Iterator[BrowserPage
                 path = ARTIFACTS / f"{request.node.name}.png"
                 page.page.screenshot(path=str(path), full_page=True)
                 print(f"screenshot: {path}")
+                print("websocket frames (> sent, < received):", *page.frames[-300:], sep="\n")
             context.close()
             chromium.close()
             # While Playwright's loop runs, Django hands this thread another connection (its
@@ -124,7 +140,7 @@ def wait_for_reply_status(username: str, status: str, timeout: float = 10.0) -> 
 
 
 def test_a_member_logs_in_chats_watches_a_reply_stream_and_stops_the_next_ones(
-    browser, daphne_server, upstream, character
+    daphne_server, upstream, character, browser
 ):
     from playwright.sync_api import expect
 

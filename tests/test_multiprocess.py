@@ -154,3 +154,22 @@ async def test_a_reply_keeps_streaming_to_the_database_after_its_socket_closes(
     assert reply.finish_reason == "stop"
     assert upstream.client_disconnects == 0  # the upstream stream was read to its end
     assert daphne_server.alive
+
+
+async def test_a_quiet_reply_can_still_be_stopped_after_the_channel_layer_idled_past_its_poll(
+    daphne_server, upstream, conversation, alice
+):
+    # channels_redis blocks up to 5 s per Redis poll; nothing may break when one comes back
+    # empty (no frame, no delta, no control message for longer than that).
+    upstream.enqueue(Reply(tokens=["late"], first_delay=30.0))
+    tab = await open_socket(daphne_server, alice, conversation.pk)
+    reply_id = await start_reply(tab)
+    await asyncio.sleep(6.5)
+    await tab.send({"type": "generation.stop"})
+    done = await tab.receive_until(lambda f: f["type"] == "message.done", timeout=5)
+
+    assert done["message"]["id"] == reply_id
+    assert done["message"]["status"] == "stopped"
+    assert "Exception inside application" not in daphne_server.output()
+    assert "Task exception was never retrieved" not in daphne_server.output()
+    await tab.close()

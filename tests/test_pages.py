@@ -144,3 +144,10 @@ def test_production_refuses_to_start_without_a_secret_key():
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_the_chat_page_shows_each_message_once_and_nothing_stray(client, alice, conversation):
+    client.force_login(alice)
+    page = client.get(f"/conversations/{conversation.pk}/").content.decode()
+    assert page.count("Hello alice, I am Serika!") == 1
+    assert "Message:" not in page

@@ -64,6 +64,9 @@
     }
     el.className = `message ${message.role} status-${message.status}`;
     el.dataset.status = message.status;
+    if (message.greeting_index !== null && message.greeting_index !== undefined) {
+      el.dataset.greeting = String(message.greeting_index);
+    }
     return el;
   }
 
@@ -77,6 +80,7 @@
       if (role) p.setAttribute("role", role);
       notice.append(p);
     };
+    if (message.prompt_note) add("note", message.prompt_note);
     if (message.status === "stopped") add("note", "Stopped.");
     if (message.finish_reason === "length") add("note", "Cut off by the token limit.");
     if (message.error) add("alert", message.error, "alert");
@@ -153,7 +157,34 @@
     }
   }
 
+  // Before the first user message, the opening greeting can be swapped for an alternate one.
+  const greetingCount = Number(root.dataset.greetings || 0);
+
+  function renderGreetingSwitcher() {
+    for (const old of transcript.querySelectorAll(".greeting-switcher")) old.remove();
+    const greeting = transcript.querySelector(".message[data-greeting]");
+    if (!greeting || greetingCount < 2 || transcript.querySelector(".message.user")) return;
+    const index = Number(greeting.dataset.greeting);
+    const nav = document.createElement("div");
+    nav.className = "greeting-switcher";
+    const button = (label, name, target) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "link";
+      b.textContent = label;
+      b.setAttribute("aria-label", name);
+      b.disabled = target < 0 || target >= greetingCount;
+      b.addEventListener("click", () => send({ type: "greeting.switch", index: target }));
+      return b;
+    };
+    const where = document.createElement("span");
+    where.textContent = `Greeting ${index + 1} of ${greetingCount}`;
+    nav.append(button("‹", "Previous greeting", index - 1), where, button("›", "Next greeting", index + 1));
+    greeting.append(nav);
+  }
+
   function updateControls() {
+    renderGreetingSwitcher();
     const streaming = live.size > 0;
     stopButton.hidden = !streaming;
     const messages = transcript.querySelectorAll(".message");

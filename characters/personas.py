@@ -1,0 +1,28 @@
+"""The member's own persona: who `{{user}}` is in prompts."""
+
+from __future__ import annotations
+
+from characters.models import UserPersona
+
+
+def _fallback_name(user) -> str:
+    return user.get_short_name() or user.get_username()
+
+
+def persona_for(user) -> tuple[str, str]:
+    """(display name, self-description) of `user`, for `{{user}}` and the user-description part
+    of a prompt. The name falls back to the user's short name, then the user name. One query."""
+    persona = UserPersona.objects.filter(user=user).only("display_name", "description").first()
+    if persona is None:
+        return _fallback_name(user), ""
+    return persona.display_name.strip() or _fallback_name(user), persona.description
+
+
+async def apersona_for(user) -> tuple[str, str]:
+    """The async twin of `persona_for`, for consumers and generation code."""
+    persona = (
+        await UserPersona.objects.filter(user=user).only("display_name", "description").afirst()
+    )
+    if persona is None:
+        return _fallback_name(user), ""
+    return persona.display_name.strip() or _fallback_name(user), persona.description

@@ -1,0 +1,79 @@
+"""The member's own persona: the name characters use for {{user}}, and a self-description."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connections
+
+from characters.models import UserPersona
+from characters.personas import apersona_for, persona_for
+
+
+def test_without_a_persona_the_name_is_the_short_name_then_the_user_name(alice):
+    assert persona_for(alice) == ("alice", "")
+    alice.first_name = "Alice"
+    alice.save(update_fields=["first_name"])
+    assert persona_for(alice) == ("Alice", "")
+
+
+def test_a_persona_gives_the_display_name_and_description(alice):
+    UserPersona.objects.create(user=alice, display_name="Captain A", description="A pilot.")
+    assert persona_for(alice) == ("Captain A", "A pilot.")
+
+
+def test_a_blank_display_name_falls_back_but_the_description_stays(alice):
+    UserPersona.objects.create(user=alice, display_name="   ", description="Tall.")
+    assert persona_for(alice) == ("alice", "Tall.")
+
+
+def test_persona_for_is_one_query(alice, django_assert_num_queries):
+    UserPersona.objects.create(user=alice, display_name="A")
+    with django_assert_num_queries(1):
+        persona_for(alice)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_async_twin_gives_the_same_answer(alice):
+    from asgiref.sync import sync_to_async
+
+    try:
+        await sync_to_async(UserPersona.objects.create)(user=alice, display_name="Ace")
+        assert await apersona_for(alice) == ("Ace", "")
+    finally:
+        # The ORM thread's connection would keep PostgreSQL from dropping the test database.
+        await sync_to_async(connections.close_all)()
+
+
+def test_alice_edits_her_persona_on_its_page(client, alice, bob):
+    client.force_login(alice)
+    page = client.get("/persona/").content.decode()
+    assert "Characters call you <strong>alice</strong>" in page
+    assert "{{user}}" in page
+
+    response = client.post("/persona/", {"display_name": "Ali", "description": "Likes tea."})
+    assert response["Location"] == "/persona/"
+    response = client.post("/persona/", {"display_name": "Al", "description": ""})
+
+    assert UserPersona.objects.filter(user=alice).count() == 1
+    assert persona_for(alice) == ("Al", "")
+    assert persona_for(bob) == ("bob", "")
+    assert "Characters call you <strong>Al</strong>" in client.get("/persona/").content.decode()
+
+
+def test_the_persona_page_escapes_what_it_shows(client, alice):
+    client.force_login(alice)
+    client.post("/persona/", {"display_name": "<script>x</script>", "description": ""})
+    page = client.get("/persona/").content.decode()
+    assert "<script>x</script>" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_a_too_long_description_is_refused(client, alice):
+    client.force_login(alice)
+    response = client.post("/persona/", {"display_name": "A", "description": "x" * 4001})
+    assert response.status_code == 200
+    assert not UserPersona.objects.exists()
+
+
+def test_the_persona_page_needs_a_login(client):
+    assert client.get("/persona/")["Location"].startswith("/login/")

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
+
 DEFAULT_SYSTEM_PROMPT = (
     "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. "
     "Stay in character."
@@ -71,7 +73,7 @@ _HIDDEN_KEY_RE = re.compile(r"\{\{hidden_key:(.*?)\}\}", re.IGNORECASE | re.DOTA
 _START_RE = re.compile(r"<START>", re.IGNORECASE)
 # JavaScript-style `/pattern/flags` regex keys, as SillyTavern writes them.
 _SLASH_REGEX_RE = re.compile(r"^/(.+)/([dgimsuvy]*)$", re.DOTALL)
-_JS_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+_JS_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}
 
 # V3 decorators that change activation and can be honoured from the history alone. Placement
 # decorators (@@depth, @@role, @@position, ...) are stripped but ignored: entries always go
@@ -315,7 +317,12 @@ def _key_list(value: Any) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-def _compile_regex_key(key: str, case_sensitive: bool) -> re.Pattern[str] | None:
+# Cards come from strangers: a catastrophic-backtracking key must not stall the worker that
+# builds prompts. The `regex` module can bound each search; a search that runs out never matches.
+REGEX_KEY_TIMEOUT = 0.05  # seconds per search
+
+
+def _compile_regex_key(key: str, case_sensitive: bool) -> regex.Pattern[str] | None:
     """Compile a regex key (bare or ``/pattern/flags``); a broken pattern gives None."""
     slash = _SLASH_REGEX_RE.match(key)
     if slash:
@@ -326,11 +333,19 @@ def _compile_regex_key(key: str, case_sensitive: bool) -> re.Pattern[str] | None
             flags |= _JS_FLAGS.get(letter, 0)
     else:
         pattern = key
-        flags = 0 if case_sensitive else re.IGNORECASE
+        flags = 0 if case_sensitive else regex.IGNORECASE
     try:
-        return re.compile(pattern, flags)
-    except (re.error, OverflowError, RecursionError, ValueError):
+        # VERSION0 keeps the standard library's syntax and semantics.
+        return regex.compile(pattern, flags | regex.VERSION0)
+    except (regex.error, OverflowError, RecursionError, ValueError):
         return None
+
+
+def _bounded_search(pattern: regex.Pattern[str], text: str) -> bool:
+    try:
+        return pattern.search(text, timeout=REGEX_KEY_TIMEOUT) is not None
+    except TimeoutError:
+        return False
 
 
 Matcher = Callable[[Sequence[str]], bool]
@@ -354,7 +369,7 @@ def _make_matcher(
                 patterns.append(compiled)
 
         def regex_match(texts: Sequence[str]) -> bool:
-            return any(p.search(t) for p in patterns for t in texts)
+            return any(_bounded_search(p, t) for p in patterns for t in texts)
 
         return regex_match
 

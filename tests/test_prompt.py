@@ -1233,3 +1233,23 @@ def test_numeric_and_string_booleans_from_exporters_are_understood():
         entry(["dragon"], "four", selective="1", secondary_keys=["red"]),
     )
     assert fired(lore, "k dragon") == [0]
+
+
+def test_a_catastrophic_regex_key_times_out_instead_of_stalling_the_worker():
+    # Unbounded, this search would run for hours (and pytest-timeout would fail the test);
+    # bounded, it gives up and the entry does not fire.
+    book = {
+        "scan_depth": 5,
+        "entries": [
+            {
+                "keys": ["^(a+)+$"],
+                "content": "Never shown.",
+                "enabled": True,
+                "insertion_order": 1,
+                "use_regex": True,
+            }
+        ],
+    }
+    character = PromptCharacter(name="Evil", character_book=book)
+    prompt = build_prompt(character, [Turn("user", "a" * 40 + "!")])
+    assert "Never shown." not in prompt.messages[0]["content"]

@@ -148,6 +148,10 @@ def _card_from_data(data: dict[str, Any], spec: str, spec_version: str) -> Card:
     fields["creation_date"] = _date(data.get("creation_date"), "creation_date")
     fields["modification_date"] = _date(data.get("modification_date"), "modification_date")
     unknown = {key: value for key, value in data.items() if key not in KNOWN_DATA_FIELDS}
+    if "character_book" in data and data["character_book"] is None:
+        # Many real cards say `character_book: null`; keep saying it, so they export back equal.
+        # (An export with a book overwrites this after the unknown keys are written.)
+        unknown["character_book"] = None
     return Card(**fields, spec=spec, spec_version=spec_version, unknown_data=unknown)
 
 

@@ -406,14 +406,15 @@ def test_community_card_quirks_are_accepted():
     assert quirky["secondary_keys"] == ["alpha", "beta", "gamma"]
 
 
-def test_null_character_book_is_read_as_no_lorebook():
+def test_null_character_book_is_read_as_no_lorebook_and_written_back_as_null():
     original = v2_card()
     original["data"]["character_book"] = None
 
     card = card_from_dict(original)
 
     assert card.character_book is None
-    assert "character_book" not in card_to_v2_dict(card)["data"]
+    assert card_to_v2_dict(card)["data"]["character_book"] is None
+    assert card_to_v3_dict(card)["data"]["character_book"] is None
 
 
 def test_null_text_and_list_fields_read_as_empty():
@@ -620,3 +621,30 @@ def test_an_absurd_date_is_refused():
 
 def test_card_error_is_a_value_error():
     assert issubclass(CardError, ValueError)
+
+
+def test_a_null_character_book_exports_back_as_null():
+    from characters.cards import card_from_dict, card_to_v2_dict
+
+    original = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {
+            "name": "Nully",
+            "description": "",
+            "personality": "",
+            "scenario": "",
+            "first_mes": "",
+            "mes_example": "",
+            "creator_notes": "",
+            "system_prompt": "",
+            "post_history_instructions": "",
+            "alternate_greetings": [],
+            "character_book": None,
+            "tags": [],
+            "creator": "",
+            "character_version": "",
+            "extensions": {},
+        },
+    }
+    assert card_to_v2_dict(card_from_dict(original)) == original

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from characters.card_model import CardError
-from characters.card_values import boolean, json_kind, json_object, number, text
+from characters.card_values import boolean, json_kind, json_object, number, text, text_list
 
 # Optional entry fields whose type we check when present and not null. Anything else is kept as is
 # (for instance `position: ""` and `probability: null`, both seen in real cards).
@@ -29,18 +29,9 @@ _DECORATOR_LINE = re.compile(r"@@@?[A-Za-z_][A-Za-z0-9_]*(?:[ \t].*)?", re.ASCII
 
 def _keys(value: Any, subject: str) -> list[str]:
     """A key list. One comma-separated string is accepted too (V3 says "separated by a comma")."""
-    if value is None:
-        return []
     if isinstance(value, str):
         return [key.strip() for key in value.split(",") if key.strip()]
-    if not isinstance(value, list):
-        raise CardError(f"{subject} must be a list of text, not {json_kind(value)}.")
-    for position, item in enumerate(value, 1):
-        if not isinstance(item, str):
-            raise CardError(
-                f"{subject} must be a list of text, but item {position} is {json_kind(item)}."
-            )
-    return list(value)
+    return text_list(value, subject)
 
 
 def _normalize_entry(value: Any, position: int) -> dict[str, Any]:

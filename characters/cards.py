@@ -19,6 +19,7 @@ from typing import Literal
 
 from characters.card_charx import read_card_charx, write_card_charx
 from characters.card_json import (
+    V2_FIELDS,
     card_from_dict,
     card_from_json,
     card_to_v2_dict,
@@ -63,6 +64,7 @@ __all__ = [
     "SPEC_V1",
     "SPEC_V2",
     "SPEC_V3",
+    "V2_FIELDS",
     "Card",
     "CardError",
     "ImportedCard",

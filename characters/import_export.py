@@ -19,6 +19,7 @@ from django.utils.text import slugify
 
 from characters.cards import (
     MAX_CARD_FILE_BYTES,
+    V2_FIELDS,
     Card,
     CardError,
     card_from_dict,
@@ -32,24 +33,7 @@ from characters.models import Character
 
 # Card fields stored in a Character column of the same name (nickname is handled apart: the
 # column cannot tell "absent" (None) from "empty").
-COLUMN_FIELDS = (
-    "name",
-    "description",
-    "personality",
-    "scenario",
-    "first_mes",
-    "mes_example",
-    "creator_notes",
-    "system_prompt",
-    "post_history_instructions",
-    "alternate_greetings",
-    "character_book",
-    "tags",
-    "creator",
-    "character_version",
-    "extensions",
-    "group_only_greetings",
-)
+COLUMN_FIELDS = (*V2_FIELDS, "group_only_greetings")
 # Card fields kept in `card_extra` under their own name.
 EXTRA_FIELDS = tuple(
     name for name in Card.field_names() if name not in COLUMN_FIELDS and name != "nickname"

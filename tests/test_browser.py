@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.db import connections
 
 from chat.models import Message
 from tests import live
@@ -21,102 +18,9 @@ from tests.live import ARTIFACTS
 static_root = live.static_root
 daphne_servers = live.daphne_servers
 daphne_server = live.daphne_server
+browser = live.browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Reported to the console (and so collected) whenever the page's CSP blocks anything.
-REPORT_CSP_VIOLATIONS = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI}`);
-});
-"""
-TIMEOUT_MS = 15_000
-# The pages declare no icon, so Chromium asks for /favicon.ico and logs its 404 as an error;
-# that alone is ignored (a `<link rel="icon" href="data:,">` in base.html would end it).
-FAVICON_404 = "Failed to load resource: the server responded with a status of 404"
-
-
-class BrowserPage:
-    """A Chromium page, with every console error and uncaught exception it reported, and the
-    websocket frames it exchanged (printed when the test fails)."""
-
-    def __init__(self, page) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        self.frames: list[str] = []
-        page.on("console", self._on_console)
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("websocket", self._on_websocket)
-
-    def _on_websocket(self, ws) -> None:
-        start = time.monotonic()
-
-        def record(direction: str, payload: str | bytes) -> None:
-            self.frames.append(f"{time.monotonic() - start:7.3f} {direction} {payload!s:.200}")
-
-        ws.on("framesent", lambda payload: record(">", payload))
-        ws.on("framereceived", lambda payload: record("<", payload))
-        ws.on("close", lambda _: record("x", "closed"))
-
-    def _on_console(self, message) -> None:
-        if message.text.startswith(FAVICON_404) and message.location.get("url", "").endswith(
-            "/favicon.ico"
-        ):
-            return
-        if message.type in {"error", "assert"}:
-            self.problems.append(f"console {message.type}: {message.text} ({message.location})")
-
-
-@pytest.fixture
-def browser(request: pytest.FixtureRequest, monkeypatch, daphne_server) -> Iterator[BrowserPage]:
-    # Depends on the server so that it is torn down first: the screenshot shows the page
-    # before its server goes away.
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API marks its own event loop as running in this thread, which Django
-    # takes for an async context; the test's ORM calls are plain sync code all the same.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = chromium.new_context(viewport={"width": 1280, "height": 860})
-        context.set_default_timeout(TIMEOUT_MS)
-        context.add_init_script(REPORT_CSP_VIOLATIONS)
-        page = BrowserPage(context.new_page())
-        failed_before = request.session.testsfailed
-        try:
-            yield page
-        finally:
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                path = ARTIFACTS / f"{request.node.name}.png"
-                page.page.screenshot(path=str(path), full_page=True)
-                print(f"screenshot: {path}")
-                print("websocket frames (> sent, < received):", *page.frames[-300:], sep="\n")
-            context.close()
-            chromium.close()
-            # While Playwright's loop runs, Django hands this thread another connection (its
-            # connection store is per context then); pytest-django never closes that one, and
-            # an open one keeps PostgreSQL from dropping the test database.
-            connections.close_all()
 
 
 def latest_reply(username: str) -> Message:

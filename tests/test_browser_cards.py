@@ -4,13 +4,10 @@ admin, finds the character in the library, starts a chat, sees its greeting and 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.db import connections
 
 from characters.models import Character
 from tests import live
@@ -22,65 +19,17 @@ from tests.live import ARTIFACTS
 static_root = live.static_root
 daphne_servers = live.daphne_servers
 daphne_server = live.daphne_server
+browser = live.browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-TIMEOUT_MS = 15_000
-# The pages declare no icon; Chromium's request for /favicon.ico and its 404 are not a problem.
-FAVICON = "/favicon.ico"
-
-
-@pytest.fixture
-def page(request: pytest.FixtureRequest, monkeypatch, daphne_server) -> Iterator:
-    """A Chromium page; console errors and uncaught exceptions are collected in `page.problems`.
-    Depends on the server so that the failure screenshot is taken before the server stops."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread, which Django takes for an async
-    # context; the test's ORM calls are plain sync code all the same.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = chromium.new_context(viewport={"width": 1280, "height": 860})
-        context.set_default_timeout(TIMEOUT_MS)
-        tab = context.new_page()
-        tab.problems = []
-
-        def on_console(message) -> None:
-            if message.type == "error" and not message.location.get("url", "").endswith(FAVICON):
-                tab.problems.append(f"console: {message.text} ({message.location})")
-
-        tab.on("console", on_console)
-        tab.on("pageerror", lambda error: tab.problems.append(f"page error: {error}"))
-        failed_before = request.session.testsfailed
-        try:
-            yield tab
-        finally:
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                path = ARTIFACTS / f"{request.node.name}.png"
-                tab.screenshot(path=str(path), full_page=True)
-                print(f"screenshot: {path}")
-            context.close()
-            chromium.close()
-            # Playwright's running loop gives this thread its own connection, which
-            # pytest-django never closes; an open one keeps PostgreSQL from dropping the database.
-            connections.close_all()
-
 
 def test_staff_upload_a_png_card_in_the_admin_and_chat_with_it_from_the_library(
-    daphne_server, upstream, page
+    daphne_server, upstream, browser
 ):
     from playwright.sync_api import expect
+
+    page = browser.page
 
     # Hashed as the server hashes (the test settings hash with MD5, which it does not accept).
     get_user_model().objects.create(
@@ -141,4 +90,4 @@ def test_staff_upload_a_png_card_in_the_admin_and_chat_with_it_from_the_library(
     sent = [(m["role"], m["content"]) for m in request.json["messages"]]
     assert ("user", "What is this place?") in sent
     assert any("Aiko is a cheerful librarian." in content for _, content in sent)
-    assert page.problems == []
+    assert browser.problems == []

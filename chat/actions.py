@@ -237,11 +237,15 @@ def build_request(conversation: Conversation, reply: Message) -> CompletionReque
 
 
 @database_sync_to_async
-def flush_reply(reply_id: int, content: str) -> None:
-    """Save a streaming reply's text so far (about once a second, never per token)."""
-    Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
-        content=content, updated_at=timezone.now()
-    )
+def flush_replies(texts: dict[int, str]) -> None:
+    """Save streaming replies' text so far (about once a second, never per token)."""
+    now = timezone.now()
+    with transaction.atomic():
+        for reply_id, content in texts.items():
+            # A reply that finished meanwhile keeps its final text.
+            Message.objects.filter(pk=reply_id, status=Message.Status.STREAMING).update(
+                content=content, updated_at=now
+            )
 
 
 @dataclass

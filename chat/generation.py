@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Live generations of this process, by reply id. Holding the task here is what keeps it alive
 # after the socket that started it has gone.
 _live: dict[int, Generation] = {}
+# Live replies with text not yet saved; the maintenance task saves them all in one transaction.
+_unflushed: set[int] = set()
 _maintenance: asyncio.Task | None = None
 
 
@@ -34,16 +36,27 @@ class _SizeCapReached(Exception):
     pass
 
 
-def coalesce_window() -> float:
-    """How long deltas may gather before a broadcast: none on an idle server, more under load.
+def batching_window() -> float:
+    """How long a stream waits between upstream reads: not at all on a quiet server, longer
+    as more replies stream at once.
 
-    Each broadcast costs a channel-layer send per listening socket; when many replies stream at
-    once, sending fewer, larger deltas keeps the relay ahead of the upstream.
+    A read and a broadcast cost about the same CPU whether they carry one token or ten, so under
+    load each stream reads its socket less often and sends what gathered meanwhile as one delta.
+    An idle server still forwards each token the moment it arrives.
     """
     active = len(_live)
-    if active <= 16:
+    if active <= BATCHING_THRESHOLD:
         return 0.0
-    return min(0.05, active * 0.0001)
+    return min(BATCHING_MAX_WINDOW, active * BATCHING_SECONDS_PER_STREAM)
+
+
+# Tuned with `make bench` (docs/benchmarks.md).
+BATCHING_THRESHOLD = 16
+BATCHING_SECONDS_PER_STREAM = 0.0001
+BATCHING_MAX_WINDOW = 0.05
+# A batch that took longer than this share of the window to arrive came from the network, not
+# from data already buffered (a busy loop delays even buffered data a little).
+NETWORK_WAIT_SHARE = 0.25
 
 
 class Generation:
@@ -56,11 +69,8 @@ class Generation:
         self.reply = reply
         self.seq = 0
         self._sent: list[str] = []  # text already broadcast, in seq order
-        self._sent_chars = 0
         self._pending: list[str] = []  # text received, not yet broadcast
         self._received_chars = 0
-        self._send_lock = asyncio.Lock()
-        self._timer: asyncio.TimerHandle | None = None
         self._renderer = StreamingRenderer()
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
@@ -81,69 +91,59 @@ class Generation:
             seq=self.seq,
         )
 
-    async def _broadcast_pending(self, wait: bool = False) -> None:
-        # One sender at a time keeps deltas in seq order on every channel layer; text that
-        # arrives while a send is in flight goes out with the sender's next round.
-        if self._send_lock.locked() and not wait:
+    async def _broadcast_pending(self) -> None:
+        # Only the stream loop (and, at the end, `run`) sends, one delta at a time: deltas
+        # reach every channel layer in seq order.
+        if not self._pending:
             return
-        async with self._send_lock:
-            while self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
-                self._sent.append(text)
-                self._sent_chars += len(text)
-                self.seq += 1
-                html = self._renderer.feed(text)
-                await events.message_delta(
-                    self.conversation_id,
-                    self.reply_id,
-                    self.seq,
-                    text,
-                    html,
-                    self._renderer.frozen_upto,
-                )
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._sent.append(text)
+        self.seq += 1
+        html = self._renderer.feed(text)
+        await events.message_delta(
+            self.conversation_id, self.reply_id, self.seq, text, html, self._renderer.frozen_upto
+        )
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._pending:
-            asyncio.get_running_loop().create_task(self._broadcast_pending())
-
-    async def _add_text(self, text: str) -> None:
+    def _add_text(self, text: str) -> None:
         self._pending.append(text)
         self._received_chars += len(text)
+        _unflushed.add(self.reply_id)
         if self._received_chars > settings.SERIKA_STREAM_MAX_CHARS:
             raise _SizeCapReached
-        window = coalesce_window()
-        if window <= 0:
-            await self._broadcast_pending()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(window, self._on_timer)
 
     # --- the stream -----------------------------------------------------------------------
     async def _stream(self, outcome: ReplyOutcome) -> None:
         request = await actions.build_request(self.conversation, self.reply)
         loop = asyncio.get_running_loop()
-        last_flush = loop.time()
-        flushed_chars = 0
+        last_sent = loop.time()
         async with asyncio.timeout(settings.SERIKA_STREAM_MAX_SECONDS):
-            async for event in upstream.stream_completion(request):
-                if isinstance(event, upstream.Delta):
-                    await self._add_text(event.text)
-                elif isinstance(event, upstream.Finish):
-                    outcome.finish_reason = event.reason
-                elif isinstance(event, upstream.Usage):
-                    outcome.prompt_tokens = event.prompt_tokens
-                    outcome.completion_tokens = event.completion_tokens
+            batches = aiter(upstream.stream_completion(request))
+            while True:
+                asked = loop.time()
+                batch = await anext(batches, None)
+                if batch is None:
+                    return
                 now = loop.time()
-                # Flush at most once an interval: a per-token write would cost a transaction
-                # per token and lock SQLite for every other writer.
-                if (
-                    now - last_flush >= settings.CHAT_FLUSH_INTERVAL
-                    and self._received_chars != flushed_chars
-                ):
-                    last_flush = now
-                    flushed_chars = self._received_chars
-                    await actions.flush_reply(self.reply_id, self.text())
+                for event in batch:
+                    if isinstance(event, upstream.Delta):
+                        self._add_text(event.text)
+                    elif isinstance(event, upstream.Finish):
+                        outcome.finish_reason = event.reason
+                    elif isinstance(event, upstream.Usage):
+                        outcome.prompt_tokens = event.prompt_tokens
+                        outcome.completion_tokens = event.completion_tokens
+                window = batching_window()
+                if not window:
+                    await self._broadcast_pending()
+                    continue
+                # Under load: keep taking what is already buffered; once a batch had to wait
+                # for the network, send what gathered as one delta and let the socket fill
+                # for a while, so the next read brings several tokens at once.
+                if now - asked > window * NETWORK_WAIT_SHARE or now - last_sent >= window:
+                    await self._broadcast_pending()
+                    await asyncio.sleep(window)
+                    last_sent = loop.time()
 
     async def run(self) -> None:
         """Stream the reply to its end and store exactly one final state, whatever happens."""
@@ -189,8 +189,6 @@ class Generation:
                 outcome.error_code = "internal"
                 outcome.error = "The server failed while writing this reply."
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
             if outcome.status == Message.Status.STREAMING:
                 # Cancelled from outside (process shutting down): keep what arrived.
                 outcome.status = Message.Status.INTERRUPTED
@@ -199,10 +197,11 @@ class Generation:
             outcome.content = self.text()
             try:
                 # Every delta goes out before "done", so followers end with the full text.
-                await self._broadcast_pending(wait=True)
+                await self._broadcast_pending()
                 await actions.finish_reply(self.reply_id, outcome, self.seq)
             finally:
                 _live.pop(self.reply_id, None)
+                _unflushed.discard(self.reply_id)
 
     # --- control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -268,15 +267,36 @@ async def request_snapshot(channel: str, reply_id: int, reply_to: str) -> None:
 
 
 # --- per-process maintenance ------------------------------------------------------------------
+async def flush_unflushed() -> list[int]:
+    """Save the text so far of every live reply that received some since the last flush.
+
+    One transaction for all of them: per reply it is still one write a flush interval, but the
+    process pays one commit instead of hundreds, off the streams' own paths.
+    """
+    batch = {rid: _live[rid].text() for rid in _unflushed if rid in _live}
+    _unflushed.clear()
+    if batch:
+        await actions.flush_replies(batch)
+    return list(batch)
+
+
 async def _maintain() -> None:
-    interval = settings.CHAT_HEARTBEAT_INTERVAL
+    loop = asyncio.get_running_loop()
+    beat_every = settings.CHAT_HEARTBEAT_INTERVAL
+    next_beat = 0.0
+    written_since_beat: set[int] = set()
     while True:
         try:
-            await actions.touch_replies(list(_live))
-            await actions.interrupt_stale_replies(interval * 3, list(_live))
+            written_since_beat.update(await flush_unflushed())
+            if loop.time() >= next_beat:
+                next_beat = loop.time() + beat_every
+                # A flush already marked a reply as alive; only quiet ones need the heartbeat.
+                await actions.touch_replies([rid for rid in _live if rid not in written_since_beat])
+                written_since_beat.clear()
+                await actions.interrupt_stale_replies(beat_every * 3, list(_live))
         except Exception:
             log.exception("Reply maintenance failed; retrying")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(min(settings.CHAT_FLUSH_INTERVAL, beat_every))
 
 
 def ensure_maintenance() -> None:
@@ -290,6 +310,7 @@ def ensure_maintenance() -> None:
 async def shutdown() -> None:
     """Stop maintenance and the control listener, and end live generations; used by tests."""
     global _maintenance, _control
+    _unflushed.clear()
     if _control is not None:
         _control[2].cancel()
         _control = None

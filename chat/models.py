@@ -12,7 +12,7 @@ class ConversationQuerySet(models.QuerySet):
         """The conversations `user` owns: the only way views and sockets look conversations up."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(owner=user).select_related("character")
+        return self.filter(owner=user).select_related("character", "owner")
 
 
 class Conversation(models.Model):

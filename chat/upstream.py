@@ -16,7 +16,10 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from httpx_sse import SSEError, aconnect_sse
+
+# The decoders are httpx-sse's internals (pinned < 0.5 in pyproject): its public `aiter_sse`
+# hides the network reads that the relay batches on.
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,16 @@ def error_for_status(status: int, body: bytes, retry_after: int | None) -> Upstr
     )
 
 
+def _events_of(data: str) -> list[Event]:
+    """The events of one `data:` payload; a malformed one is logged and skipped."""
+    try:
+        return _parse_chunk(data)
+    except ValueError:
+        # One bad line must not cost the user the rest of the reply.
+        log.warning("Skipped a malformed SSE data line (%d bytes)", len(data))
+        return []
+
+
 def _parse_chunk(data: str) -> list[Event]:
     """The events in one `data:` payload. Raises UpstreamError for an in-band error object."""
     chunk = json.loads(data)
@@ -205,11 +218,14 @@ def _parse_chunk(data: str) -> list[Event]:
     return events
 
 
-async def stream_completion(request: CompletionRequest) -> AsyncIterator[Event]:
-    """Stream one completion. Ends normally only after `[DONE]` or a clean end of stream.
+async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Event]]:
+    """Stream one completion: each item holds the events of one received HTTP chunk.
 
-    A stream that ends without a finish reason yields no `Finish`: the caller stores it as
-    truncated. Closing this generator (stop) closes the upstream response at once.
+    A network read costs the same CPU whatever it carries; the caller may wait between reads
+    so that several chunks arrive per read. The stream ends normally only after
+    `[DONE]` or a clean end of stream; one that ends without a finish reason yields no `Finish`,
+    and the caller stores it as truncated. Closing this generator (Stop) closes the upstream
+    response at once.
     """
     if not settings.SERIKA_API_KEY:
         raise MissingApiKey(
@@ -217,28 +233,38 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[Event]:
             "No Serika API key is configured. An administrator must set SERIKA_API_KEY.",
         )
     url = settings.SERIKA_BASE_URL.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {settings.SERIKA_API_KEY}"}
+    headers = {
+        "Authorization": f"Bearer {settings.SERIKA_API_KEY}",
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-store",
+    }
     try:
-        async with aconnect_sse(
-            _client(), "POST", url, json=request.payload(), headers=headers
-        ) as source:
-            response = source.response
+        async with _client().stream(
+            "POST", url, json=request.payload(), headers=headers
+        ) as response:
             if response.status_code != 200:
                 body = await response.aread()
                 raise error_for_status(response.status_code, body[:65536], _retry_after(response))
-            async for sse in source.aiter_sse():
-                if sse.data == "[DONE]":
-                    return
-                if not sse.data:
-                    continue
-                try:
-                    events = _parse_chunk(sse.data)
-                except ValueError:
-                    # One bad line must not cost the user the rest of the reply.
-                    log.warning("Skipped a malformed SSE data line (%d bytes)", len(sse.data))
-                    continue
-                for event in events:
-                    yield event
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                raise UpstreamError(
+                    "bad_response", "The Serika API answered with something other than a stream."
+                )
+            # httpx-sse's own line and event decoders (what its `aiter_sse` runs), driven one
+            # network read at a time; httpx decodes UTF-8 incrementally across reads.
+            lines, decoder = SSELineDecoder(), SSEDecoder()
+            async for text in response.aiter_text():
+                batch: list[Event] = []
+                for line in lines.decode(text):
+                    sse = decoder.decode(line)
+                    if sse is None or not sse.data:
+                        continue
+                    if sse.data == "[DONE]":
+                        if batch:
+                            yield batch
+                        return
+                    batch.extend(_events_of(sse.data))
+                if batch:
+                    yield batch
     except UpstreamError:
         raise
     except httpx.ReadTimeout as exc:
@@ -251,10 +277,6 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[Event]:
         raise UpstreamError("timeout", "The Serika API did not answer in time.") from exc
     except httpx.ConnectError as exc:
         raise UpstreamError("connection", "Could not connect to the Serika API.") from exc
-    except SSEError as exc:
-        raise UpstreamError(
-            "bad_response", "The Serika API answered with something other than a stream."
-        ) from exc
     except (httpx.TransportError, httpx.StreamError) as exc:
         raise UpstreamError(
             "connection", "The connection to the Serika API was lost mid-reply."

@@ -162,3 +162,35 @@ async def test_retry_after_a_failure_streams_a_new_reply_to_the_same_message(
     retry_body = upstream.requests[1].json
     assert retry_body["messages"][-1] == {"role": "user", "content": "please"}
     assert await Message.objects.filter(conversation=conversation, role="user").acount() == 1
+
+
+async def test_under_load_tokens_are_read_and_sent_in_batches_without_losing_text(
+    connect, upstream, conversation, alice, monkeypatch
+):
+    from chat import generation
+
+    # Pretend the server is busy: every stream waits 50 ms between upstream reads.
+    monkeypatch.setattr(generation, "BATCHING_THRESHOLD", 0)
+    monkeypatch.setattr(generation, "BATCHING_SECONDS_PER_STREAM", 0.05)
+    tokens = [f"t{i} " for i in range(40)]
+    upstream.enqueue(Reply(tokens=tokens, gap=0.005))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    done = await ws.done()
+    deltas = [f for f in ws.frames if f["type"] == "message.delta"]
+    assert done["content"] == "".join(tokens)
+    assert ws.streamed_text(done["id"]) == "".join(tokens)
+    assert len(deltas) < len(tokens) / 3
+
+
+async def test_an_idle_server_forwards_each_token_as_its_own_delta(
+    connect, upstream, conversation, alice
+):
+    tokens = [f"t{i} " for i in range(10)]
+    upstream.enqueue(Reply(tokens=tokens, gap=0.03))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    done = await ws.done()
+    deltas = [f["text"] for f in ws.frames if f["type"] == "message.delta"]
+    assert deltas == tokens
+    assert done["content"] == "".join(tokens)

@@ -98,13 +98,13 @@ async def test_partial_text_is_flushed_about_once_an_interval_not_per_token(
 ):
     settings.CHAT_FLUSH_INTERVAL = 0.2
     flushes: list[str] = []
-    real_flush = actions.flush_reply
+    real_flush = actions.flush_replies
 
-    async def counting_flush(reply_id, content):
-        flushes.append(content)
-        await real_flush(reply_id, content)
+    async def counting_flush(texts):
+        flushes.extend(texts.values())
+        await real_flush(texts)
 
-    monkeypatch.setattr(actions, "flush_reply", counting_flush)
+    monkeypatch.setattr(actions, "flush_replies", counting_flush)
     upstream.enqueue(Reply(tokens=["w "], repeat=100, gap=0.01))  # about one second
     ws = await connect(alice, conversation.pk)
     await ws.send({"type": "message.send", "content": "go"})

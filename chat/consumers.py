@@ -56,8 +56,21 @@ def _streaming_reply(conversation_id: int) -> Message | None:
     ).first()
 
 
+# Group and control events that the consumer only relays: they need no fresh database
+# connection, which Channels otherwise checks for on every event (a thread hop per delta).
+_RELAY_EVENTS = frozenset(
+    {"message.created", "message.delta", "message.done", "reply.snapshot", "session.ended"}
+)
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab's connection to one conversation."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] in _RELAY_EVENTS:
+            await getattr(self, message["type"].replace(".", "_"))(message)
+            return
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()

@@ -104,8 +104,9 @@ class StreamingRenderer:
     def __init__(self) -> None:
         self.frozen_upto = 0  # characters of the reply rendered into frozen blocks
         self._frozen_html: list[str] = []
-        self._tail = ""  # the text after frozen_upto
-        self._line_start = 0  # where the current, unfinished line starts in _tail
+        self._lines: list[str] = []  # complete lines after frozen_upto, not yet frozen
+        self._lines_chars = 0
+        self._line: list[str] = []  # pieces of the current, unfinished line
         self._fence: str | None = None  # the fence marker of an open code block
 
     @property
@@ -113,32 +114,48 @@ class StreamingRenderer:
         return "".join(self._frozen_html)
 
     def feed(self, text: str) -> str:
-        """Add text; return the HTML of blocks that froze because of it ("" if none)."""
-        scan_from = len(self._tail)
-        self._tail += text
-        freeze_at = 0
-        newline = self._tail.find("\n", scan_from)
+        """Add text; return the HTML of blocks that froze because of it ("" if none).
+
+        Each character is joined into a line once and into a block once, so a long reply
+        costs O(n) however its text is laid out.
+        """
+        html = []
+        start = 0
+        newline = text.find("\n")
         while newline != -1:
-            line = self._tail[self._line_start : newline]
-            self._line_start = newline + 1
-            marker = _FENCE.match(line)
-            if self._fence is None:
-                if marker:
-                    self._fence = marker.group(1)
-                elif not line.strip():
-                    freeze_at = self._line_start
-            elif (
-                marker
-                and marker.group(1)[0] == self._fence[0]
-                and len(marker.group(1)) >= len(self._fence)
-            ):
-                self._fence = None
-            newline = self._tail.find("\n", self._line_start)
-        if not freeze_at:
-            return ""
-        block, self._tail = self._tail[:freeze_at], self._tail[freeze_at:]
-        self._line_start -= freeze_at
-        self.frozen_upto += freeze_at
+            self._line.append(text[start : newline + 1])
+            line = "".join(self._line)
+            self._line.clear()
+            self._lines.append(line)
+            self._lines_chars += len(line)
+            if self._ends_block(line.rstrip("\r\n")):
+                html.append(self._freeze())
+            start = newline + 1
+            newline = text.find("\n", start)
+        if start < len(text):
+            self._line.append(text[start:])
+        return "".join(html)
+
+    def _ends_block(self, line: str) -> bool:
+        marker = _FENCE.match(line)
+        if self._fence is None:
+            if marker:
+                self._fence = marker.group(1)
+                return False
+            return not line.strip()
+        if (
+            marker
+            and marker.group(1)[0] == self._fence[0]
+            and len(marker.group(1)) >= len(self._fence)
+        ):
+            self._fence = None
+        return False
+
+    def _freeze(self) -> str:
+        block = "".join(self._lines)
+        self._lines.clear()
+        self.frozen_upto += self._lines_chars
+        self._lines_chars = 0
         html = render_markdown(block)
         self._frozen_html.append(html)
         return html

@@ -113,7 +113,8 @@ if REDIS_URL:
                 "hosts": [
                     {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
                 ],
-                "capacity": 1000,
+                # One list per process carries every socket's events there: room for bursts.
+                "capacity": 10_000,
                 "expiry": 30,
                 "prefix": env.str("CHANNEL_PREFIX", default="asgi"),
             },

@@ -1,0 +1,1 @@
+"""Relay benchmark: `python -m bench.run` (see bench/README.md)."""

@@ -256,6 +256,12 @@ def launch(reply: Message, conversation: Conversation) -> Generation:
 
 async def request_stop(channel: str, reply_id: int) -> None:
     """Ask the process listening on `channel` to stop generating reply `reply_id`."""
+    live = _live.get(reply_id)
+    if live is not None:
+        # Generated here: stop at once. (Through channels_redis a control message can wait up
+        # to its 5 s blocking read when several receivers of one process race for its list.)
+        live.stop()
+        return
     await get_channel_layer().send(channel, {"type": "generation.stop", "reply_id": reply_id})
 
 

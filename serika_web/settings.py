@@ -104,18 +104,14 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Capacity bounds one slow browser's backlog; a dropped delta is repaired by a resync
-            # from the generating process, so the layer never has to be lossless.
+            # The pub/sub layer delivers each event as Redis publishes it. The list-based core
+            # layer makes every socket of a process race for one blocking pop, and an event
+            # could wait up to that pop's 5 s timeout (seen as late "done" and Stop frames).
+            # Delivery is at most once either way: a dropped delta is repaired by a resync from
+            # the generating process, so the layer never has to be lossless.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py's default 5 s socket timeout equals channels_redis' blocking-pop
-                # timeout, so an idle process's receive would fail with TimeoutError.
-                "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
-                ],
-                # One list per process carries every socket's events there: room for bursts.
-                "capacity": 10_000,
-                "expiry": 30,
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
                 "prefix": env.str("CHANNEL_PREFIX", default="asgi"),
             },
         }

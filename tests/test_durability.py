@@ -156,3 +156,21 @@ async def test_the_sweep_leaves_live_replies_of_this_process_alone(
     done = await ws.done(timeout=10)
     assert done["status"] == "complete"
     assert not generation._live
+
+
+async def test_stop_sent_through_the_layer_by_another_process_reaches_the_generation(
+    connect, upstream, conversation, alice
+):
+    from channels.layers import get_channel_layer
+
+    upstream.enqueue(Reply(tokens=["x "], repeat=500, gap=0.02))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    await ws.receive_until(lambda f: f["type"] == "message.delta")
+    reply = await Message.objects.aget(conversation=conversation, status="streaming")
+    # What request_stop sends when the reply lives in another process.
+    await get_channel_layer().send(
+        reply.generator_channel, {"type": "generation.stop", "reply_id": reply.pk}
+    )
+    done = await ws.done(timeout=5)
+    assert done["status"] == "stopped"

@@ -16,13 +16,3 @@ def persona_for(user) -> tuple[str, str]:
     if persona is None:
         return _fallback_name(user), ""
     return persona.display_name.strip() or _fallback_name(user), persona.description
-
-
-async def apersona_for(user) -> tuple[str, str]:
-    """The async twin of `persona_for`, for consumers and generation code."""
-    persona = (
-        await UserPersona.objects.filter(user=user).only("display_name", "description").afirst()
-    )
-    if persona is None:
-        return _fallback_name(user), ""
-    return persona.display_name.strip() or _fallback_name(user), persona.description

@@ -1,10 +1,10 @@
 """Server-owned generation: one task per reply, independent of any socket.
 
-A `Generation` streams from the upstream, keeps the text, flushes it to the database about once
-a second, and fans numbered deltas out to the conversation's group. It listens on a channel of
-its own (stored on the reply) for Stop and for snapshot requests, so any socket on any process
-can reach it. A per-process maintenance task marks live replies (heartbeat) and sweeps replies
-whose process died.
+A `Generation` streams from the upstream, keeps the text, and fans numbered deltas out to the
+conversation's group. Per process, one control channel (stored on each reply it generates)
+routes Stop and snapshot requests to the live generation by reply id, so any socket on any
+process can reach it; one maintenance task saves the live replies' text about once a second,
+marks them alive (heartbeat) and sweeps replies whose process died.
 """
 
 from __future__ import annotations

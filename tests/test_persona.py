@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from django.db import connections
-
 from characters.models import UserPersona
-from characters.personas import apersona_for, persona_for
+from characters.personas import persona_for
 
 
 def test_without_a_persona_the_name_is_the_short_name_then_the_user_name(alice):
@@ -30,18 +27,6 @@ def test_persona_for_is_one_query(alice, django_assert_num_queries):
     UserPersona.objects.create(user=alice, display_name="A")
     with django_assert_num_queries(1):
         persona_for(alice)
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_the_async_twin_gives_the_same_answer(alice):
-    from asgiref.sync import sync_to_async
-
-    try:
-        await sync_to_async(UserPersona.objects.create)(user=alice, display_name="Ace")
-        assert await apersona_for(alice) == ("Ace", "")
-    finally:
-        # The ORM thread's connection would keep PostgreSQL from dropping the test database.
-        await sync_to_async(connections.close_all)()
 
 
 def test_alice_edits_her_persona_on_its_page(client, alice, bob):

@@ -26,7 +26,7 @@ run: install
 	mkdir -p data
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py collectstatic --noinput -v 0
-	DEBUG=$${DEBUG:-true} $(BIN)/daphne -b $(HOST) -p $(PORT) serika_web.asgi:application
+	DEBUG=$${DEBUG:-true} $(BIN)/python -m serika_web.serve -b $(HOST) -p $(PORT) serika_web.asgi:application
 
 migrate: install
 	$(BIN)/python manage.py migrate

@@ -226,6 +226,13 @@ def run_client(spec: dict, tmp: Path, name: str, timeout: float) -> dict:
     return json.loads(result_path.read_text())
 
 
+def server_command(args) -> list[str]:
+    """daphne as the measured commit deploys it: through its uvloop launcher when it has one."""
+    if args.loop == "uvloop" and (Path(args.source) / "serika_web" / "serve.py").exists():
+        return [PYTHON, "-m", "serika_web.serve"]
+    return [DAPHNE]
+
+
 def start_apps(args, env: dict[str, str], tmp: Path, tag: str) -> list[dict]:
     apps = []
     for k in range(2 if args.mode == "services" else 1):
@@ -234,7 +241,7 @@ def start_apps(args, env: dict[str, str], tmp: Path, tag: str) -> list[dict]:
         counter.write_bytes(b"\0" * 128)
         app_log = open(tmp / f"daphne-{tag}-{k}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), args.asgi],
+            [*server_command(args), "-b", "127.0.0.1", "-p", str(port), args.asgi],
             cwd=args.source,
             env={
                 **os.environ,
@@ -619,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
         "--asgi",
         default="bench.app:application",
         help="the ASGI app daphne serves; serika_web.asgi:application skips the DB-write counter",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="uvloop: start daphne through serika_web.serve when the measured commit has it",
     )
     parser.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the render and chat-page benchmarks")  # fmt: skip

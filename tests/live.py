@@ -124,8 +124,8 @@ class LiveServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.origin = self.url
-        daphne = Path(sys.executable).with_name("daphne")
-        command = [str(daphne)] if daphne.exists() else [sys.executable, "-m", "daphne"]
+        # As deployed: daphne on uvloop, through the project's launcher.
+        command = [sys.executable, "-m", "serika_web.serve"]
         command += ["-b", "127.0.0.1", "-p", str(self.port), "serika_web.asgi:application"]
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(

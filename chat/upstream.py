@@ -8,6 +8,7 @@ scrubbed from anything the upstream says back.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -107,7 +108,9 @@ def _client() -> httpx.AsyncClient:
                 write=settings.SERIKA_CONNECT_TIMEOUT,
                 pool=settings.SERIKA_CONNECT_TIMEOUT,
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            # Keep every idle connection (for httpx's 5 s): after a burst of replies, the next
+            # burst reuses them instead of opening hundreds of new ones.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
             # The upstream is an admin-set URL; never follow redirects elsewhere with the key.
             follow_redirects=False,
             trust_env=False,
@@ -252,7 +255,11 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Ev
             # httpx-sse's own line and event decoders (what its `aiter_sse` runs), driven one
             # network read at a time; httpx decodes UTF-8 incrementally across reads.
             lines, decoder = SSELineDecoder(), SSEDecoder()
-            async for text in response.aiter_text():
+            # SSE is always UTF-8 (the spec ignores any charset); decoding here skips httpx's
+            # text layers, a per-read cost.
+            utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            async for data in response.aiter_bytes():
+                text = utf8.decode(data)
                 batch: list[Event] = []
                 for line in lines.decode(text):
                     sse = decoder.decode(line)

@@ -169,6 +169,15 @@ class Character(models.Model):
 
         return character_to_card(self)
 
+    def is_visible_to(self, user) -> bool:
+        """`visible_to`'s rule applied to this row as loaded, for a check on every send: it
+        queries only for group membership, and only for a character shared with groups."""
+        if not user.is_authenticated or not user.is_active or not self.is_active:
+            return False
+        if self.visibility == Visibility.EVERYONE or self.owner_id == user.pk:
+            return True
+        return self.visibility == Visibility.GROUPS and self.groups.filter(user=user).exists()
+
     @classmethod
     def from_card(cls, card: Card, owner=None) -> Character:
         """A new, unsaved character holding every field of `card`, owned by `owner`."""

@@ -6,6 +6,7 @@ transaction has committed, so a browser never hears of data it cannot load.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from characters.personas import persona_for
 from chat import events
+from chat.access import SocketAccess
 from chat.events import render_message
 from chat.models import Conversation, Message
 from chat.prompt import Turn, build_prompt
@@ -25,6 +27,20 @@ from chat.upstream import CompletionRequest
 
 class ConversationBusy(Exception):
     """A reply is already being generated in this conversation."""
+
+
+class CharacterUnavailable(Exception):
+    """The conversation's character was made private or inactive since the chat began."""
+
+
+@dataclass
+class StartedReply:
+    """A reply stored as streaming, and the upstream request that will write it."""
+
+    conversation: Conversation
+    reply: Message
+    request: CompletionRequest
+    user_message: Message | None = None
 
 
 _MACRO_CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
@@ -73,7 +89,8 @@ class GreetingLocked(Exception):
 
 
 @database_sync_to_async
-def _switch_greeting_sync(conversation: Conversation, index: int) -> Message:
+def _switch_greeting_sync(access: SocketAccess, index: int) -> Message:
+    conversation = access.conversation()
     with transaction.atomic():
         greeting = (
             conversation.messages.select_for_update()
@@ -95,74 +112,102 @@ def _switch_greeting_sync(conversation: Conversation, index: int) -> Message:
     return greeting
 
 
-async def switch_greeting(conversation: Conversation, index: int) -> Message:
-    """Replace the opening message with greeting `index`, before the user's first reply."""
-    greeting = await _switch_greeting_sync(conversation, index)
+async def switch_greeting(access: SocketAccess, index: int) -> Message:
+    """Replace the opening message with greeting `index`, before the user's first reply.
+
+    Raises AccessEnded or GreetingLocked, changing nothing.
+    """
+    greeting = await _switch_greeting_sync(access, index)
     await events.message_done(greeting)
     return greeting
 
 
+def _new_reply(conversation: Conversation, generator_channel: str) -> Message:
+    return Message(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=conversation.model,
+        generator_channel=generator_channel,
+    )
+
+
 def _create_reply(conversation: Conversation, generator_channel: str) -> Message:
+    reply = _new_reply(conversation, generator_channel)
     try:
         with transaction.atomic():
-            return Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=conversation.model,
-                generator_channel=generator_channel,
-            )
+            reply.save(force_insert=True)
     except IntegrityError as exc:
         raise ConversationBusy from exc
+    return reply
 
 
-def _post_user_message(
-    conversation: Conversation, content: str, generator_channel: str
-) -> tuple[Message, Message]:
-    # One transaction: when the reply cannot start (ConversationBusy), the user message is
-    # rolled back too, so a refused send stores nothing.
-    with transaction.atomic():
-        user_message = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.USER,
-            content=content,
-            content_html=render_message(Message.Role.USER, content),
-        )
-        reply = _create_reply(conversation, generator_channel)
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-    return user_message, reply
+def _check_character(conversation: Conversation) -> None:
+    # The server resolves character → persona at send time: a character made private or
+    # inactive since the chat began can no longer be talked to.
+    character = conversation.character
+    if character is not None and not character.is_visible_to(conversation.owner):
+        raise CharacterUnavailable("This character is no longer available.")
 
 
 @database_sync_to_async
-def _post_user_message_sync(conversation, content, generator_channel):
-    return _post_user_message(conversation, content, generator_channel)
+def _post_user_message_sync(
+    access: SocketAccess, content: str, generator_channel: str
+) -> StartedReply:
+    conversation = access.conversation()
+    _check_character(conversation)
+    user_message = Message(
+        conversation=conversation,
+        role=Message.Role.USER,
+        content=content,
+        content_html=render_message(Message.Role.USER, content),
+    )
+    reply = _new_reply(conversation, generator_channel)
+    try:
+        with transaction.atomic():
+            # One INSERT for both: when the reply cannot start (another one is streaming),
+            # the user message is refused with it, so a refused send stores nothing.
+            Message.objects.bulk_create([user_message, reply])
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    except IntegrityError as exc:
+        raise ConversationBusy from exc
+    return StartedReply(conversation, reply, _prepare_request(conversation, reply), user_message)
 
 
 async def post_user_message(
-    conversation: Conversation, content: str, generator_channel: str
-) -> tuple[Message, Message]:
+    access: SocketAccess, content: str, generator_channel: str
+) -> StartedReply:
     """Store the user's message and an empty streaming reply together, then announce both.
 
-    Raises ConversationBusy (storing nothing) while another reply is streaming.
+    One database call does it all: re-check the socket's access, check the character, store
+    both messages and build the upstream request. A burst of sends is then served in arrival
+    order, each in one hop to the database thread instead of several interleaved ones.
+    Raises AccessEnded, CharacterUnavailable or ConversationBusy, storing nothing.
     """
-    user_message, reply = await _post_user_message_sync(conversation, content, generator_channel)
-    await events.message_created(user_message)
-    await events.message_created(reply)
-    return user_message, reply
+    started = await _post_user_message_sync(access, content, generator_channel)
+    await events.message_created(started.user_message)
+    await events.message_created(started.reply)
+    return started
 
 
 @database_sync_to_async
-def _start_reply_sync(conversation, generator_channel):
+def _start_reply_sync(access: SocketAccess, generator_channel: str) -> StartedReply:
+    conversation = access.conversation()
+    _check_character(conversation)
     if not conversation.messages.filter(role=Message.Role.USER).exists():
         raise ValueError("There is no message to reply to yet.")
-    return _create_reply(conversation, generator_channel)
+    reply = _create_reply(conversation, generator_channel)
+    return StartedReply(conversation, reply, _prepare_request(conversation, reply))
 
 
-async def start_reply(conversation: Conversation, generator_channel: str) -> Message:
-    """A new reply to the latest user message (Retry). Raises ConversationBusy."""
-    reply = await _start_reply_sync(conversation, generator_channel)
-    await events.message_created(reply)
-    return reply
+async def start_reply(access: SocketAccess, generator_channel: str) -> StartedReply:
+    """A new reply to the latest user message (Retry), in one database call, then announced.
+
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy or ValueError (nothing to retry).
+    """
+    started = await _start_reply_sync(access, generator_channel)
+    await events.message_created(started.reply)
+    return started
 
 
 def history_for_reply(conversation: Conversation, reply: Message) -> list[Turn]:
@@ -205,12 +250,12 @@ def _prompt_note(prompt) -> str:
     return ""
 
 
-@database_sync_to_async
-def build_request(conversation: Conversation, reply: Message) -> CompletionRequest:
+def _prepare_request(conversation: Conversation, reply: Message) -> CompletionRequest:
     """The upstream request for `reply`: persona + history, with the conversation's settings.
 
     When the character's prompt mode is "upstream", only the Serika persona speaks: no local
-    persona prompt is sent, just its `character_id` and the history.
+    persona prompt is sent, just its `character_id` and the history. A note on what was left
+    out to fit the context is stored on the reply.
     """
     character = conversation.character
     user_name, user_description = persona_for(conversation.owner)
@@ -226,6 +271,7 @@ def build_request(conversation: Conversation, reply: Message) -> CompletionReque
     )
     note = _prompt_note(prompt)
     if note:
+        reply.prompt_note = note
         Message.objects.filter(pk=reply.pk).update(prompt_note=note)
     return CompletionRequest(
         model=conversation.model,
@@ -260,8 +306,10 @@ class ReplyOutcome:
 
 
 @database_sync_to_async
-def _finish_reply_sync(reply_id: int, outcome: ReplyOutcome) -> Message:
-    reply = Message.objects.get(pk=reply_id)
+def _finish_reply_sync(reply: Message, outcome: ReplyOutcome) -> Message:
+    # The reply as created by this process: one UPDATE of the fields that change, no re-read.
+    # A copy: the generation's own instance still answers snapshot requests meanwhile.
+    reply = copy.copy(reply)
     reply.status = outcome.status
     reply.content = outcome.content
     reply.content_html = render_message(reply.role, outcome.content)
@@ -280,9 +328,9 @@ def _finish_reply_sync(reply_id: int, outcome: ReplyOutcome) -> Message:
     return reply
 
 
-async def finish_reply(reply_id: int, outcome: ReplyOutcome, seq: int) -> Message:
+async def finish_reply(reply: Message, outcome: ReplyOutcome, seq: int) -> Message:
     """Store a reply's final state with all the text that arrived, then announce it."""
-    reply = await _finish_reply_sync(reply_id, outcome)
+    reply = await _finish_reply_sync(reply, outcome)
     await events.message_done(reply, seq)
     return reply
 

@@ -7,53 +7,48 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib import import_module
 from typing import Any
 
-from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from characters.models import Character
 from chat import actions, events, generation
-from chat.access import aget_conversation_for_user, conversation_group, user_group
+from chat.access import (
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    AccessEnded,
+    SocketAccess,
+    aget_conversation_for_user,
+    conversation_group,
+    user_group,
+)
 from chat.models import Message
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
-
 _SYNC_LIMIT = 500
 
 
-async def current_user(scope: dict[str, Any]):
-    """The user as of now, read afresh: a logout, password change or deactivation since the
-    socket opened ends its access at the next frame."""
-    session = scope.get("session")
-    key = getattr(session, "session_key", None)
-    if not key:
-        return AnonymousUser()
-    store = import_module(settings.SESSION_ENGINE).SessionStore
-    return await get_user({"session": store(session_key=key)})
-
-
 @database_sync_to_async
-def _messages_after(conversation_id: int, after: int) -> list[Message]:
-    return list(
-        Message.objects.filter(conversation_id=conversation_id, pk__gt=after).order_by("pk")[
-            :_SYNC_LIMIT
-        ]
-    )
+def _messages_after(access: SocketAccess, after: int) -> list[Message]:
+    conversation = access.conversation()
+    return list(conversation.messages.filter(pk__gt=after).order_by("pk")[:_SYNC_LIMIT])
 
 
-@database_sync_to_async
-def _streaming_reply(conversation_id: int) -> Message | None:
+def _streaming_reply_sync(conversation_id: int) -> Message | None:
     return Message.objects.filter(
         conversation_id=conversation_id, status=Message.Status.STREAMING
     ).first()
+
+
+@database_sync_to_async
+def _checked_streaming_reply(access: SocketAccess) -> Message | None:
+    return _streaming_reply_sync(access.conversation().pk)
+
+
+_streaming_reply = database_sync_to_async(_streaming_reply_sync)
 
 
 # Group and control events that the consumer only relays: they need no fresh database
@@ -90,6 +85,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        self.access = SocketAccess(session_key, self.user.pk, self.conversation.pk)
         # Join the groups before accepting: once the browser sees the socket open, no event
         # for it can be missed.
         self.group = conversation_group(self.conversation.pk)
@@ -131,25 +128,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self.send_error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
             return
-        # Every frame re-checks the user and the conversation, so a logged-out or deactivated
-        # user, or a deleted conversation, stops working at once.
-        user = await current_user(self.scope)
-        if not user.is_authenticated or user.pk != self.user.pk:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        conversation = await aget_conversation_for_user(user, self.conversation.pk)
-        if conversation is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.conversation = conversation
-        await handler(frame)
+        # Every frame that acts re-checks the user and the conversation (`self.access`) in the
+        # same database call as its own work, so a logged-out or deactivated user, or a deleted
+        # conversation, stops working at once.
+        try:
+            await handler(frame)
+        except AccessEnded as exc:
+            await self.close(code=exc.code)
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         after = frame.get("after", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             await self.send_error("bad_frame", "sync.after must be a message id (an integer).")
             return
-        messages = await _messages_after(self.conversation.pk, after)
+        messages = await _messages_after(self.access, after)
         await self.send_json(
             {
                 "type": "conversation.sync",
@@ -171,31 +163,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
             )
             return
-        if not await self.character_available():
-            return
         channel = await generation.new_generator_channel()
         try:
-            _, reply = await actions.post_user_message(self.conversation, content, channel)
+            started = await actions.post_user_message(self.access, content, channel)
+        except actions.CharacterUnavailable as exc:
+            await self.send_error("character_unavailable", str(exc))
+            return
         except actions.ConversationBusy:
             await self.send_error(
                 "busy", "A reply is still being written. Wait for it or stop it first."
             )
             return
-        generation.launch(reply, self.conversation)
+        generation.launch(started)
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
-        if not await self.character_available():
-            return
         channel = await generation.new_generator_channel()
         try:
-            reply = await actions.start_reply(self.conversation, channel)
+            started = await actions.start_reply(self.access, channel)
+        except actions.CharacterUnavailable as exc:
+            await self.send_error("character_unavailable", str(exc))
+            return
         except actions.ConversationBusy:
             await self.send_error("busy", "A reply is still being written.")
             return
         except ValueError as exc:
             await self.send_error("nothing_to_retry", str(exc))
             return
-        generation.launch(reply, self.conversation)
+        generation.launch(started)
 
     async def on_switch_greeting(self, frame: dict[str, Any]) -> None:
         index = frame.get("index")
@@ -203,27 +197,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_frame", "greeting.switch.index must be an integer.")
             return
         try:
-            await actions.switch_greeting(self.conversation, index)
+            await actions.switch_greeting(self.access, index)
         except actions.GreetingLocked as exc:
             await self.send_error("greeting_locked", str(exc))
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
-        reply = await _streaming_reply(self.conversation.pk)
+        reply = await _checked_streaming_reply(self.access)
         if reply is None or not reply.generator_channel:
             await self.send_error("not_streaming", "No reply is being written.")
             return
         await generation.request_stop(reply.generator_channel, reply.pk)
-
-    async def character_available(self) -> bool:
-        """The server resolves character → persona at send time: a character made private or
-        inactive since the chat began can no longer be talked to."""
-        character_id = self.conversation.character_id
-        if character_id is None:
-            return True
-        if await Character.objects.visible_to(self.user).filter(pk=character_id).aexists():
-            return True
-        await self.send_error("character_unavailable", "This character is no longer available.")
-        return False
 
     # --- following a streaming reply --------------------------------------------------------
     async def follow(self, reply_id: int, generator_channel: str) -> None:
@@ -263,7 +246,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # already in the snapshot
         if seq != last + 1:
             # The layer dropped a delta (full channel): resync from the generation.
-            reply = await _streaming_reply(self.conversation.pk)
+            reply = await _streaming_reply(self.access.conversation_id)
             if reply is not None and reply.pk == reply_id and reply.generator_channel:
                 await self.follow(reply_id, reply.generator_channel)
                 self.held[reply_id].append(event)

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from chat import actions, events, upstream
 from chat.actions import ReplyOutcome
-from chat.models import Conversation, Message
+from chat.models import Message
 from chat.rendering import StreamingRenderer
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ NETWORK_WAIT_SHARE = 0.25
 class Generation:
     """The generation of one reply."""
 
-    def __init__(self, reply: Message, conversation: Conversation) -> None:
+    def __init__(self, reply: Message, request: upstream.CompletionRequest) -> None:
         self.reply_id = reply.pk
-        self.conversation_id = conversation.pk
-        self.conversation = conversation
+        self.conversation_id = reply.conversation_id
         self.reply = reply
+        self.request = request
         self.seq = 0
         self._sent: list[str] = []  # text already broadcast, in seq order
         self._pending: list[str] = []  # text received, not yet broadcast
@@ -114,11 +114,10 @@ class Generation:
 
     # --- the stream -----------------------------------------------------------------------
     async def _stream(self, outcome: ReplyOutcome) -> None:
-        request = await actions.build_request(self.conversation, self.reply)
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         async with asyncio.timeout(settings.SERIKA_STREAM_MAX_SECONDS):
-            batches = aiter(upstream.stream_completion(request))
+            batches = aiter(upstream.stream_completion(self.request))
             while True:
                 asked = loop.time()
                 batch = await anext(batches, None)
@@ -137,9 +136,10 @@ class Generation:
                 if not window:
                     await self._broadcast_pending()
                     continue
-                # Under load: keep taking what is already buffered; once a batch had to wait
-                # for the network, send what gathered as one delta and let the socket fill
-                # for a while, so the next read brings several tokens at once.
+                # Under load: keep taking what is already buffered (the transport hands over
+                # one received chunk per read); once a batch had to wait for the network, send
+                # what gathered as one delta and let the socket fill for a while, so that the
+                # next reads bring several tokens at once.
                 if now - asked > window * NETWORK_WAIT_SHARE or now - last_sent >= window:
                     await self._broadcast_pending()
                     await asyncio.sleep(window)
@@ -198,7 +198,7 @@ class Generation:
             try:
                 # Every delta goes out before "done", so followers end with the full text.
                 await self._broadcast_pending()
-                await actions.finish_reply(self.reply_id, outcome, self.seq)
+                await actions.finish_reply(self.reply, outcome, self.seq)
             finally:
                 _live.pop(self.reply_id, None)
                 _unflushed.discard(self.reply_id)
@@ -245,10 +245,11 @@ async def new_generator_channel() -> str:
     return _control[1]
 
 
-def launch(reply: Message, conversation: Conversation) -> Generation:
-    """Start generating `reply` in this process; it outlives the socket that asked."""
+def launch(started: actions.StartedReply) -> Generation:
+    """Start generating a stored reply in this process; it outlives the socket that asked."""
     ensure_maintenance()
-    generation = Generation(reply, conversation)
+    reply = started.reply
+    generation = Generation(reply, started.request)
     _live[reply.pk] = generation
     generation.task = asyncio.get_running_loop().create_task(generation.run())
     return generation

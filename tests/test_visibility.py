@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AnonymousUser, Group
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -192,3 +192,22 @@ async def test_bob_cannot_reach_alices_chat_with_her_private_character_over_webs
 
     output = await ws.communicator.receive_output(timeout=2)
     assert output == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
+
+
+@pytest.mark.parametrize("visibility", list(Visibility))
+@pytest.mark.parametrize("character_active", [True, False])
+@pytest.mark.parametrize("user_active", [True, False])
+def test_the_per_row_check_agrees_with_the_visible_to_lookup(
+    alice, bob, carol, writers, visibility, character_active, user_active
+):
+    """`is_visible_to` (checked on every send) must apply exactly `visible_to`'s rule."""
+    character = Character.objects.create(
+        name="Probe", owner=alice, visibility=visibility, is_active=character_active
+    )
+    character.groups.add(writers)
+    for user in (alice, bob, carol):
+        user.is_active = user_active
+        user.save()
+        expected = Character.objects.visible_to(user).filter(pk=character.pk).exists()
+        assert character.is_visible_to(user) is expected, (user.username, visibility)
+    assert character.is_visible_to(AnonymousUser()) is False

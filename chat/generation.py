@@ -116,9 +116,16 @@ class Generation:
     async def _stream(self, outcome: ReplyOutcome) -> None:
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
-        async with asyncio.timeout(settings.SERIKA_STREAM_MAX_SECONDS):
-            batches = aiter(upstream.stream_completion(self.request))
-            while True:
+        async with (
+            asyncio.timeout(settings.SERIKA_STREAM_MAX_SECONDS),
+            # Closing the stream closes the upstream response, however this loop ends.
+            contextlib.aclosing(upstream.stream_completion(self.request)) as batches,
+        ):
+            # A Stop cancels this task, but a cancellation can be lost in a library's await
+            # (Python 3.11's `asyncio.wait_for`, which redis-py wraps around every command,
+            # returns instead of raising when its inner call completes in the same loop
+            # iteration): the flag ends the loop at the next await all the same.
+            while not self._stopped:
                 asked = loop.time()
                 batch = await anext(batches, None)
                 if batch is None:
@@ -154,6 +161,8 @@ class Generation:
                 await self._stream_task
                 if outcome.finish_reason:
                     outcome.status = Message.Status.COMPLETE
+                elif self._stopped:
+                    outcome.status = Message.Status.STOPPED
                 else:
                     outcome.status = Message.Status.TRUNCATED
                     outcome.error_code = "truncated"

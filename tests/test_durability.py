@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -174,3 +175,36 @@ async def test_stop_sent_through_the_layer_by_another_process_reaches_the_genera
     )
     done = await ws.done(timeout=5)
     assert done["status"] == "stopped"
+
+
+async def test_a_stop_whose_cancellation_a_library_loses_still_stops_the_reply(
+    connect, upstream, conversation, alice, monkeypatch
+):
+    from channels.layers import get_channel_layer
+
+    # Python 3.11's asyncio.wait_for, which redis-py wraps around every command, returns instead
+    # of raising when a cancellation lands in the loop iteration where its inner call completed.
+    # This layer loses the cancellation the same way, every time: Stop is requested while the
+    # third delta is being sent.
+    layer = get_channel_layer()
+    group_send = layer.group_send
+
+    async def group_send_losing_a_cancellation(group: str, message: dict) -> None:
+        await group_send(group, message)
+        if message["type"] == "message.delta" and message["seq"] == 3:
+            reply = await Message.objects.aget(pk=message["id"])
+            await generation.request_stop(reply.generator_channel, reply.pk)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+
+    monkeypatch.setattr(layer, "group_send", group_send_losing_a_cancellation)
+    upstream.enqueue(Reply(tokens=["x "], repeat=500, gap=0.01))
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    done = await ws.done(timeout=5)
+    assert done["status"] == "stopped"
+    assert done["content"].startswith("x x x")
+    assert len(done["content"]) < len("x ") * 100
+    await upstream.await_client_disconnects(1, timeout=2)
+    reply = await Message.objects.aget(pk=done["id"])
+    assert (reply.status, reply.content) == ("stopped", done["content"])

@@ -12,7 +12,8 @@ class ConversationQuerySet(models.QuerySet):
         """The conversations `user` owns: the only way views and sockets look conversations up."""
         if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(owner=user).select_related("character", "owner")
+        # The owner's persona comes along: every send needs it for the prompt.
+        return self.filter(owner=user).select_related("character", "owner", "owner__persona")
 
 
 class Conversation(models.Model):

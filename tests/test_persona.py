@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+
 from characters.models import UserPersona
 from characters.personas import persona_for
+from chat import actions
+from chat.models import Conversation
 
 
 def test_without_a_persona_the_name_is_the_short_name_then_the_user_name(alice):
@@ -25,8 +29,22 @@ def test_a_blank_display_name_falls_back_but_the_description_stays(alice):
 
 def test_persona_for_is_one_query(alice, django_assert_num_queries):
     UserPersona.objects.create(user=alice, display_name="A")
+    alice = get_user_model().objects.get(pk=alice.pk)
     with django_assert_num_queries(1):
-        persona_for(alice)
+        assert persona_for(alice) == ("A", "")
+
+
+def test_a_conversation_brings_its_owners_persona_so_a_send_asks_no_more(
+    alice, bob, django_assert_num_queries
+):
+    UserPersona.objects.create(user=alice, display_name="Captain A", description="A pilot.")
+    for_alice = actions.start_conversation(alice, None)
+    for_bob = actions.start_conversation(bob, None)
+    alices = Conversation.objects.for_user(alice).get(pk=for_alice.pk)
+    bobs = Conversation.objects.for_user(bob).get(pk=for_bob.pk)
+    with django_assert_num_queries(0):
+        assert persona_for(alices.owner) == ("Captain A", "A pilot.")
+        assert persona_for(bobs.owner) == ("bob", "")
 
 
 def test_alice_edits_her_persona_on_its_page(client, alice, bob):

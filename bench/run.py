@@ -382,6 +382,7 @@ def start_profiler(pid: int, tmp: Path, tag: str, args) -> dict | None:
         [
             *(spy, "record", "--pid", str(pid), "--rate", str(args.profile_rate)),
             *("--format", "raw", "--output", str(out), "--nonblocking", "--threads"),
+            *(["--gil"] if args.profile_gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -679,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the app in one run")
     parser.add_argument("--profile-level", type=int, default=200)
     parser.add_argument("--profile-rate", type=int, default=100)
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample only the thread holding the GIL: CPU shares of a GIL-bound process",
+    )
     parser.add_argument("--profile-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)

@@ -3,7 +3,8 @@ proposed change before anyone writes it. Not the app as deployed; never the defa
 
     python -m bench.run --asgi bench.whatif:application --app-env BENCH_WHATIF=dispatch,layer
 
-BENCH_WHATIF is a comma-separated list of:
+BENCH_WHATIF is a comma-separated list of (dispatch and layer are in the app since b498179; they
+stay here to reproduce the measurements that led to them):
 
 - dispatch: ChatConsumer skips channels' `aclose_old_connections()` (a hop to the one sync thread
   that also runs every query) for the relay events it gets from the channel layer, which never
@@ -16,6 +17,10 @@ BENCH_WHATIF is a comma-separated list of:
 - redis_timeout: the Redis channel layer's connections get socket_timeout=15 s. redis-py 8 sets a
   5 s default read timeout, the same as channels_redis' BZPOPMIN block (5 s), so a consumer
   waiting for its next event can fail with "Timeout reading from ..." and close its socket (1011).
+
+- switch=SECONDS: `sys.setswitchinterval(SECONDS)` (Python's default is 0.005).
+- batching=THRESHOLD:SECONDS_PER_STREAM:MAX_WINDOW: other constants for the generation's
+  adaptive batching (`chat.generation.BATCHING_*`).
 
 SQLite connection reuse needs no patch: `--db-params conn_max_age=600`.
 """
@@ -38,7 +43,22 @@ if "redis_timeout" in WHATIF and os.environ.get("REDIS_URL"):
     layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]
     layer["hosts"] = [{"address": os.environ["REDIS_URL"], "socket_timeout": 15}]
 
+for item in WHATIF:
+    if item.startswith("switch="):
+        import sys
+
+        sys.setswitchinterval(float(item.partition("=")[2]))
+
 from bench.app import application  # noqa: E402  (the app, with the write counter)
+
+for item in WHATIF:
+    if item.startswith("batching="):
+        from chat import generation
+
+        threshold, per_stream, max_window = item.partition("=")[2].split(":")
+        generation.BATCHING_THRESHOLD = int(threshold)
+        generation.BATCHING_SECONDS_PER_STREAM = float(per_stream)
+        generation.BATCHING_MAX_WINDOW = float(max_window)
 
 _RELAY_EVENTS = {"message.delta", "message.created", "message.done", "reply.snapshot"}
 

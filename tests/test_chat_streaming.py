@@ -194,3 +194,34 @@ async def test_an_idle_server_forwards_each_token_as_its_own_delta(
     deltas = [f["text"] for f in ws.frames if f["type"] == "message.delta"]
     assert deltas == tokens
     assert done["content"] == "".join(tokens)
+
+
+def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice, conversation):
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.access import SocketAccess
+
+    client.force_login(alice)
+    access = SocketAccess(client.session.session_key, alice.pk, conversation.pk)
+    with CaptureQueriesContext(connection) as captured:
+        started = async_to_sync(actions.post_user_message)(access, "Hi there", "channel")
+    statements = [
+        q["sql"].split()[0] + " " + q["sql"].split('"')[1]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ]
+    # The session, the user, the conversation with its character, owner and persona (one
+    # query), then both messages in one INSERT with the conversation's timestamp, then the
+    # history for the prompt.
+    assert statements == [
+        "SELECT django_session",
+        "SELECT auth_user",
+        "SELECT chat_conversation",
+        "INSERT chat_message",
+        "UPDATE chat_conversation",
+        "SELECT chat_message",
+    ]
+    assert started.request.messages[-1] == {"role": "user", "content": "Hi there"}
+    assert started.reply.status == Message.Status.STREAMING

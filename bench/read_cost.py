@@ -1,8 +1,9 @@
 """CPU of the upstream read path per token, by how many tokens each network read brings.
 
 Streams replies from the bench's fake upstream through `chat.upstream.stream_completion` (the
-app's own code: httpx, httpcore, h11, httpx-sse's decoders, our chunk parser) on uvloop, and
-divides this process's CPU by the tokens received. Three token gaps give three read patterns:
+app's own code: httpx, httpcore, h11, httpx-sse's decoders, our chunk parser) on uvloop, or on
+asyncio's default loop, and divides this process's CPU by the tokens received. Three token gaps
+give three read patterns:
 
 - 20 ms apart: every token is a network read of its own (how an idle relay reads);
 - 2 ms apart: a few tokens per network read (how a batching relay reads under load);
@@ -12,7 +13,7 @@ The difference between the first and the last is what a network read costs on to
 tokens it carries; the last is what each token costs however they are batched (each token is
 one HTTP chunk, as the real upstream sends them).
 
-    python -m bench.read_cost [--streams 40]
+    python -m bench.read_cost [--streams 40] [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ async def _measure(upstream, streams: int) -> dict:
     return {"tokens": tokens, "network_reads": reads, "cpu_us_per_token": cpu / tokens * 1e6}
 
 
-def run(streams: int = 40) -> list[dict]:
+def run(streams: int = 40, loop: str = "uvloop") -> list[dict]:
     """Measure each pattern with a fresh fake upstream; returns one dict per pattern."""
     import uvloop
     from django.conf import settings
+
+    run_loop = uvloop.run if loop == "uvloop" else asyncio.run
 
     from chat import upstream
 
@@ -81,7 +84,7 @@ def run(streams: int = 40) -> list[dict]:
             port = json.loads(fake.stdout.readline())["port"]
             settings.SERIKA_BASE_URL = f"http://127.0.0.1:{port}/v1"
             settings.SERIKA_API_KEY = "bench-key"
-            result = uvloop.run(_measure(upstream, streams))
+            result = run_loop(_measure(upstream, streams))
         finally:
             fake.terminate()
             fake.wait(10)
@@ -95,13 +98,14 @@ def run(streams: int = 40) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=40)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "serika_web.settings")
     os.environ.setdefault("DEBUG", "true")
     import django
 
     django.setup()
-    for row in run(args.streams):
+    for row in run(args.streams, args.loop):
         print(
             f"{row['pattern']:>20}: {row['tokens_per_read']:6.1f} tokens per network read, "
             f"{row['cpu_us_per_token']:6.1f} µs CPU per token"

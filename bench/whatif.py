@@ -18,6 +18,8 @@ stay here to reproduce the measurements that led to them):
   5 s default read timeout, the same as channels_redis' BZPOPMIN block (5 s), so a consumer
   waiting for its next event can fail with "Timeout reading from ..." and close its socket (1011).
 
+- redis_no_timeout: the Redis channel layer's connections get no socket timeout, so redis-py
+  sends each command without `asyncio.wait_for` (and the task it creates per command).
 - switch=SECONDS: `sys.setswitchinterval(SECONDS)` (Python's default is 0.005).
 - batching=THRESHOLD:SECONDS_PER_STREAM:MAX_WINDOW: other constants for the generation's
   adaptive batching (`chat.generation.BATCHING_*`).
@@ -42,6 +44,12 @@ if "layer" in WHATIF and not os.environ.get("REDIS_URL"):
 if "redis_timeout" in WHATIF and os.environ.get("REDIS_URL"):
     layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]
     layer["hosts"] = [{"address": os.environ["REDIS_URL"], "socket_timeout": 15}]
+
+if "redis_no_timeout" in WHATIF and os.environ.get("REDIS_URL"):
+    # No socket timeout: redis-py then sends each command without `asyncio.wait_for`, which
+    # wraps it in a task of its own.
+    layer = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    layer["hosts"] = [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]
 
 for item in WHATIF:
     if item.startswith("switch="):

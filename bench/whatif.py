@@ -30,6 +30,7 @@ SQLite connection reuse needs no patch: `--db-params conn_max_age=600`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "serika_web.settings")
@@ -53,8 +54,6 @@ if "redis_no_timeout" in WHATIF and os.environ.get("REDIS_URL"):
 
 for item in WHATIF:
     if item.startswith("switch="):
-        import sys
-
         sys.setswitchinterval(float(item.partition("=")[2]))
 
 from bench.app import application  # noqa: E402  (the app, with the write counter)

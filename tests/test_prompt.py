@@ -15,6 +15,7 @@ from chat.prompt import (
     EXAMPLE_HEADER,
     MAX_RECURSION_PASSES,
     MESSAGE_OVERHEAD_TOKENS,
+    WIDE_CHAR_START,
     Prompt,
     PromptCharacter,
     Turn,
@@ -1021,6 +1022,22 @@ def test_estimate_tokens_counts_cjk_and_emoji_as_one_token_each():
     assert estimate_tokens("こんにちは") == 5
     assert estimate_tokens("🌸🌸") == 2
     assert estimate_tokens("ab안녕") == 1 + 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain ASCII, the fast path",
+        "café, naïve, Ελληνικά and русский are narrow",
+        "mixed 日本語 and English with 🌸 emoji",
+        "\u2e7f is narrow, \u2e80 is the first wide one",
+        "\U0010ffff and a lone surrogate \ud800 count as wide",
+        "é" * 1000 + "語" * 1000,
+    ],
+)
+def test_estimate_tokens_counts_every_character_at_or_above_u2e80_as_wide(text):
+    wide = sum(1 for ch in text if ord(ch) >= WIDE_CHAR_START)
+    assert estimate_tokens(text) == math.ceil((len(text) - wide) / CHARS_PER_TOKEN) + wide
 
 
 def test_count_message_tokens_adds_a_per_message_overhead():

@@ -9,18 +9,11 @@ import time
 from bench.common import median, reply_text
 
 
-def run(messages: int = 500, repeats: int = 15) -> dict:
-    from django.conf import settings
-    from django.contrib.auth.models import User
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
+def store_chat(conversation, messages: int) -> None:
+    """Store `messages` alternating user questions and 120-token replies, rendered as sent."""
     from chat.events import render_message
-    from chat.models import Conversation, Message
+    from chat.models import Message
 
-    user = User.objects.create_user(f"page-bench-{time.time_ns()}")
-    conv = Conversation.objects.create(owner=user, title="page bench", model="bench-model")
     reply = reply_text(120)
     rows = []
     for i in range(messages):
@@ -28,13 +21,27 @@ def run(messages: int = 500, repeats: int = 15) -> dict:
         content = f"Question {i}: how does the relay keep up?" if i % 2 == 0 else reply
         rows.append(
             Message(
-                conversation=conv,
+                conversation=conversation,
                 role=role,
                 content=content,
                 content_html=render_message(role, content),
             )
         )
     Message.objects.bulk_create(rows)
+
+
+def run(messages: int = 500, repeats: int = 15) -> dict:
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.models import Conversation
+
+    user = User.objects.create_user(f"page-bench-{time.time_ns()}")
+    conv = Conversation.objects.create(owner=user, title="page bench", model="bench-model")
+    store_chat(conv, messages)
     host = settings.ALLOWED_HOSTS[0] if settings.ALLOWED_HOSTS else "127.0.0.1"
     client = Client(HTTP_HOST=host)
     client.force_login(user)

@@ -781,12 +781,14 @@ def main(argv: list[str] | None = None) -> int:
             results["levels"][n] = {"runs": runs, "median": aggregate(runs)}
             aggs.append(results["levels"][n]["median"])
         if args.extras:
-            from bench import page_bench, render_bench
+            from bench import page_bench, render_bench, send_bench
 
             log("render benchmark")
             results["extras"]["render"] = render_bench.run()
             log("chat page benchmark")
             results["extras"]["page"] = page_bench.run()
+            log("send set-up benchmark")
+            results["extras"]["send"] = send_bench.run()
             close_db()
         if args.direct_only:
             return 0

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from characters.personas import persona_for
@@ -210,18 +210,25 @@ async def start_reply(access: SocketAccess, generator_channel: str) -> StartedRe
     return started
 
 
+# Written out because every send runs it: the ORM takes ~0.4 ms to build this query, twenty
+# times what SQLite takes to answer it. Plain SQL that SQLite and PostgreSQL both accept.
+_HISTORY_SQL = (
+    'SELECT "role", "content" FROM "chat_message" WHERE "conversation_id" = %s AND "id" < %s '
+    'AND "status" NOT IN (%s, %s) ORDER BY "id"'
+)
+
+
 def history_for_reply(conversation: Conversation, reply: Message) -> list[Turn]:
     """The turns a reply answers: everything up to the latest user message before it.
 
     Failed replies are left out, and so are earlier attempts at the same answer (a Retry).
     """
-    rows = list(
-        conversation.messages.filter(pk__lt=reply.pk)
-        .exclude(status=Message.Status.FAILED)
-        .exclude(status=Message.Status.STREAMING)
-        .values_list("role", "content")
-        .order_by("pk")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HISTORY_SQL,
+            [conversation.pk, reply.pk, Message.Status.FAILED, Message.Status.STREAMING],
+        )
+        rows = cursor.fetchall()
     last_user = max(
         (i for i, (role, _) in enumerate(rows) if role == Message.Role.USER), default=-1
     )

@@ -51,10 +51,20 @@ def _checked_streaming_reply(access: SocketAccess) -> Message | None:
 _streaming_reply = database_sync_to_async(_streaming_reply_sync)
 
 
-# Group and control events that the consumer only relays: they need no fresh database
-# connection, which Channels otherwise checks for on every event (a thread hop per delta).
-_RELAY_EVENTS = frozenset(
-    {"message.created", "message.delta", "message.done", "reply.snapshot", "session.ended"}
+# Events dispatched without the database-thread hop Channels makes before every event to close
+# stale connections: the relayed ones touch no database, and frame handlers reach it only
+# through `database_sync_to_async`, which closes stale connections itself. (The hop per event
+# was a thread round trip per delta and per browser frame.)
+_DIRECT_EVENTS = frozenset(
+    {
+        "message.created",
+        "message.delta",
+        "message.done",
+        "reply.snapshot",
+        "session.ended",
+        "websocket.receive",
+        "websocket.disconnect",
+    }
 )
 
 
@@ -62,7 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab's connection to one conversation."""
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] in _RELAY_EVENTS:
+        if message["type"] in _DIRECT_EVENTS:
             await getattr(self, message["type"].replace(".", "_"))(message)
             return
         await super().dispatch(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from chat import actions
@@ -208,7 +210,7 @@ def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice,
     with CaptureQueriesContext(connection) as captured:
         started = async_to_sync(actions.post_user_message)(access, "Hi there", "channel")
     statements = [
-        q["sql"].split()[0] + " " + q["sql"].split('"')[1]
+        q["sql"].split()[0] + " " + re.search(r'(?:FROM|INTO|^UPDATE)\s+"(\w+)"', q["sql"])[1]
         for q in captured.captured_queries
         if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
     ]
@@ -225,3 +227,32 @@ def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice,
     ]
     assert started.request.messages[-1] == {"role": "user", "content": "Hi there"}
     assert started.reply.status == Message.Status.STREAMING
+
+
+def test_the_history_of_a_reply_is_this_conversation_up_to_its_latest_user_message(
+    conversation, alice
+):
+    other = actions.start_conversation(alice, None)
+    S = Message.Status
+
+    def add(conv, role, content, status=S.COMPLETE):
+        return Message.objects.create(conversation=conv, role=role, content=content, status=status)
+
+    add(conversation, "user", "first question")
+    add(other, "user", "another chat")
+    add(conversation, "assistant", "first answer")
+    add(conversation, "assistant", "", S.COMPLETE)  # empty: nothing to send
+    add(conversation, "user", "second question")
+    add(conversation, "assistant", "it broke", S.FAILED)
+    add(conversation, "assistant", "an earlier try, stopped", S.STOPPED)
+    reply = add(conversation, "assistant", "", S.STREAMING)
+    add(conversation, "user", "sent after the reply began")
+
+    history = actions.history_for_reply(conversation, reply)
+
+    assert [(turn.role, turn.content) for turn in history] == [
+        ("assistant", "Hello alice, I am Serika!"),  # the greeting
+        ("user", "first question"),
+        ("assistant", "first answer"),
+        ("user", "second question"),
+    ]

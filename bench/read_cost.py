@@ -32,16 +32,16 @@ PATTERNS = [("one token per read", 200, 0.02), ("a few per read", 1000, 0.002), 
 
 
 async def _measure(upstream, streams: int) -> dict:
-    from anyio._backends._asyncio import SocketStream
+    from chat.upstream_network import AsyncioStream
 
     request = upstream.CompletionRequest(model="bench", messages=[{"role": "user", "content": "x"}])
     reads = 0
-    receive = SocketStream.receive
+    read = AsyncioStream.read
 
-    async def counting_receive(self, max_bytes: int = 65536) -> bytes:
+    async def counting_read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         nonlocal reads
         reads += 1
-        return await receive(self, max_bytes)
+        return await read(self, max_bytes, timeout)
 
     async def one() -> int:
         tokens = 0
@@ -50,13 +50,13 @@ async def _measure(upstream, streams: int) -> dict:
         return tokens
 
     await asyncio.gather(*(one() for _ in range(4)))  # warm: connections, imports
-    SocketStream.receive = counting_receive
+    AsyncioStream.read = counting_read
     try:
         cpu = time.process_time()
         tokens = sum(await asyncio.gather(*(one() for _ in range(streams))))
         cpu = time.process_time() - cpu
     finally:
-        SocketStream.receive = receive
+        AsyncioStream.read = read
     return {"tokens": tokens, "network_reads": reads, "cpu_us_per_token": cpu / tokens * 1e6}
 
 

@@ -22,6 +22,8 @@ from django.conf import settings
 # hides the network reads that the relay batches on.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
+from chat.upstream_network import AsyncioBackend
+
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +101,20 @@ def _client() -> httpx.AsyncClient:
     if client is None or client.is_closed:
         for stale in [lp for lp in _clients if lp.is_closed()]:
             del _clients[stale]
+        transport = httpx.AsyncHTTPTransport(
+            # Keep every idle connection, for 30 s: the next replies reuse them instead of
+            # paying a new TCP and TLS handshake each (httpx's default keeps them 5 s). A
+            # connection the upstream closed meanwhile is noticed and dropped at checkout.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=None, keepalive_expiry=30
+            ),
+            trust_env=False,
+        )
+        # httpx takes no network backend; its connection pool reads this attribute when it
+        # opens a connection (httpcore is pinned in pyproject; a test checks this still holds).
+        transport._pool._network_backend = AsyncioBackend()
         client = httpx.AsyncClient(
+            transport=transport,
             timeout=httpx.Timeout(
                 connect=settings.SERIKA_CONNECT_TIMEOUT,
                 # A read timeout is exactly "no byte for this long": SSE keep-alive comments
@@ -107,12 +122,6 @@ def _client() -> httpx.AsyncClient:
                 read=settings.SERIKA_STREAM_IDLE_TIMEOUT,
                 write=settings.SERIKA_CONNECT_TIMEOUT,
                 pool=settings.SERIKA_CONNECT_TIMEOUT,
-            ),
-            # Keep every idle connection, for 30 s: the next replies reuse them instead of
-            # paying a new TCP and TLS handshake each (httpx's default keeps them 5 s). A
-            # connection the upstream closed meanwhile is noticed and dropped at checkout.
-            limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=None, keepalive_expiry=30
             ),
             # The upstream is an admin-set URL; never follow redirects elsewhere with the key.
             follow_redirects=False,

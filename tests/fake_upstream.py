@@ -23,6 +23,7 @@ import http
 import itertools
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -231,8 +232,14 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
 class FakeUpstream:
     """The fake server. `start()` (or `with`) runs it in a daemon thread; `stop()` ends it."""
 
-    def __init__(self, api_key: str | None = "test-key", base_path: str = "/api/openai/v1"):
+    def __init__(
+        self,
+        api_key: str | None = "test-key",
+        base_path: str = "/api/openai/v1",
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.api_key = api_key
+        self.ssl_context = ssl_context  # serve HTTPS, as the real API does
         self.base_path = "/" + base_path.strip("/")
         self.chat_path = self.base_path + "/chat/completions"
         self.host = "127.0.0.1"
@@ -287,7 +294,9 @@ class FakeUpstream:
         self._loop = loop
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve_connection, self.host, 0, backlog=2048)
+                asyncio.start_server(
+                    self._serve_connection, self.host, 0, backlog=2048, ssl=self.ssl_context
+                )
             )
         except BaseException as exc:
             self._start_error = exc
@@ -295,7 +304,8 @@ class FakeUpstream:
             loop.close()
             return
         self.port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://{self.host}:{self.port}{self.base_path}"
+        scheme = "https" if self.ssl_context else "http"
+        self.base_url = f"{scheme}://{self.host}:{self.port}{self.base_path}"
         self._ready.set()
         try:
             loop.run_forever()

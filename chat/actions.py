@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from characters.personas import persona_for
@@ -31,6 +33,10 @@ class ConversationBusy(Exception):
 
 class CharacterUnavailable(Exception):
     """The conversation's character was made private or inactive since the chat began."""
+
+
+class TooManyReplies(Exception):
+    """The member already has `CHAT_MAX_CONCURRENT_PER_USER` replies streaming."""
 
 
 @dataclass
@@ -132,10 +138,33 @@ def _new_reply(conversation: Conversation, generator_channel: str) -> Message:
     )
 
 
+def _check_capacity(conversation: Conversation) -> None:
+    """Refuse a new reply when the owner has their share of generations streaming already.
+
+    Called inside the transaction that stores the reply. On PostgreSQL the owner's row is
+    locked first, so that concurrent sends of one member, from any process, count one after
+    the other; SQLite's IMMEDIATE transactions serialize every write anyway.
+    """
+    owner_id = conversation.owner_id
+    if connection.features.has_select_for_update:
+        list(get_user_model().objects.select_for_update().filter(pk=owner_id).values("pk"))
+    streaming = Message.objects.filter(
+        conversation__owner_id=owner_id, status=Message.Status.STREAMING
+    ).count()
+    limit = settings.CHAT_MAX_CONCURRENT_PER_USER
+    if streaming >= limit:
+        replies = "reply" if limit == 1 else "replies"
+        raise TooManyReplies(
+            f"You already have {limit} {replies} being written. Wait for one to finish "
+            "or stop it first."
+        )
+
+
 def _create_reply(conversation: Conversation, generator_channel: str) -> Message:
     reply = _new_reply(conversation, generator_channel)
     try:
         with transaction.atomic():
+            _check_capacity(conversation)
             reply.save(force_insert=True)
     except IntegrityError as exc:
         raise ConversationBusy from exc
@@ -165,6 +194,7 @@ def _post_user_message_sync(
     reply = _new_reply(conversation, generator_channel)
     try:
         with transaction.atomic():
+            _check_capacity(conversation)
             # One INSERT for both: when the reply cannot start (another one is streaming),
             # the user message is refused with it, so a refused send stores nothing.
             Message.objects.bulk_create([user_message, reply])
@@ -182,7 +212,8 @@ async def post_user_message(
     One database call does it all: re-check the socket's access, check the character, store
     both messages and build the upstream request. A burst of sends is then served in arrival
     order, each in one hop to the database thread instead of several interleaved ones.
-    Raises AccessEnded, CharacterUnavailable or ConversationBusy, storing nothing.
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy or TooManyReplies, storing
+    nothing.
     """
     started = await _post_user_message_sync(access, content, generator_channel)
     await events.message_created(started.user_message)
@@ -203,7 +234,8 @@ def _start_reply_sync(access: SocketAccess, generator_channel: str) -> StartedRe
 async def start_reply(access: SocketAccess, generator_channel: str) -> StartedReply:
     """A new reply to the latest user message (Retry), in one database call, then announced.
 
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy or ValueError (nothing to retry).
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or ValueError
+    (nothing to retry).
     """
     started = await _start_reply_sync(access, generator_channel)
     await events.message_created(started.reply)
@@ -289,7 +321,22 @@ def _prepare_request(conversation: Conversation, reply: Message) -> CompletionRe
     )
 
 
-@database_sync_to_async
+# The writes that keep live replies alive (flushes, heartbeats, the sweep) run on a thread of
+# their own: on Channels' one shared database thread they would wait behind every other
+# member's work, and a starved heartbeat makes another process take a live reply for dead.
+_maintenance_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reply-maintenance")
+
+
+def _on_maintenance_thread(fn):
+    return database_sync_to_async(fn, thread_sensitive=False, executor=_maintenance_executor)
+
+
+async def close_maintenance_connections() -> None:
+    """Close the maintenance thread's database connections (tests drop their database)."""
+    await _on_maintenance_thread(connections.close_all)()
+
+
+@_on_maintenance_thread
 def flush_replies(texts: dict[int, str]) -> None:
     """Save streaming replies' text so far (about once a second, never per token)."""
     now = timezone.now()
@@ -342,7 +389,7 @@ async def finish_reply(reply: Message, outcome: ReplyOutcome, seq: int) -> Messa
     return reply
 
 
-@database_sync_to_async
+@_on_maintenance_thread
 def touch_replies(reply_ids: list[int]) -> None:
     """Mark live replies as still owned by a running process (the heartbeat)."""
     if reply_ids:
@@ -351,7 +398,7 @@ def touch_replies(reply_ids: list[int]) -> None:
         )
 
 
-@database_sync_to_async
+@_on_maintenance_thread
 def _interrupt_stale_sync(stale_after: float, live_ids: list[int]) -> list[Message]:
     cutoff = timezone.now() - timedelta(seconds=stale_after)
     interrupted = []

@@ -5,6 +5,8 @@ Protocol: docs/websocket-protocol.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -13,8 +15,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError
 
-from chat import actions, events, generation
+from chat import actions, events, followers, generation
 from chat.access import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
@@ -50,6 +53,11 @@ def _checked_streaming_reply(access: SocketAccess) -> Message | None:
 
 _streaming_reply = database_sync_to_async(_streaming_reply_sync)
 
+# Said when the database cannot be reached: nothing was stored, the browser keeps the text.
+UNAVAILABLE = "The server cannot reach its database right now; nothing was saved. Try again soon."
+# Closes a socket that could not be set up for a passing reason; the browser reconnects.
+CLOSE_TRY_AGAIN = 1013
+
 
 # Events dispatched without the database-thread hop Channels makes before every event to close
 # stale connections: the relayed ones touch no database, and frame handlers reach it only
@@ -72,6 +80,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab's connection to one conversation."""
 
     async def dispatch(self, message: dict[str, Any]) -> None:
+        if "origin" in message:
+            # From the channel layer. This process's own events reached its sockets directly.
+            if message["origin"] == events.PROCESS_ID:
+                return
+            message = {key: value for key, value in message.items() if key != "origin"}
         if message["type"] in _DIRECT_EVENTS:
             await getattr(self, message["type"].replace(".", "_"))(message)
             return
@@ -83,6 +96,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # reply id → last seq forwarded to the browser, or None while waiting for a snapshot
         self.following: dict[int, int | None] = {}
         self.held: dict[int, list[dict[str, Any]]] = {}
+        # reply id → loop time it was last heard of (for `chat.followers`)
+        self.heard: dict[int, float] = {}
         # Refusals are accept-then-close so the browser can read the code (a refused handshake
         # only says 403).
         if not self.user.is_authenticated:
@@ -90,25 +105,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await aget_conversation_for_user(self.user, conversation_id)
+        try:
+            self.conversation = await aget_conversation_for_user(self.user, conversation_id)
+        except DatabaseError:
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         if self.conversation is None:
             await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
             return
         session_key = getattr(self.scope.get("session"), "session_key", None)
         self.access = SocketAccess(session_key, self.user.pk, self.conversation.pk)
-        # Join the groups before accepting: once the browser sees the socket open, no event
-        # for it can be missed.
+        self.conversation_id = self.conversation.pk
+        self.user_id = self.user.pk
+        # Other processes' events come through the layer's groups, joined before accepting.
+        # A layer that cannot be reached does not keep the socket shut: this process's events
+        # come directly, and the browser resyncs from the database while it hears nothing.
         self.group = conversation_group(self.conversation.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        except Exception as exc:
+            log.warning("Socket joins no layer group (%s); it hears this process only", exc)
         await self.accept()
+        # No await between accepting and attaching: the browser's first frame, a `sync`, comes
+        # after this, and brings everything committed before it from the database.
+        events.attach(self)
+        if events.layer_is_shared():
+            followers.ensure_watching()
 
     async def disconnect(self, code: int) -> None:
-        # Leaving the group is all: generations belong to the server, not to this socket.
+        # Leaving the groups is all: generations belong to the server, not to this socket.
         if self.conversation is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+            events.detach(self)
+            with contextlib.suppress(Exception):  # an unreachable layer forgets them anyway
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+                await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
 
     # --- frames from the browser ------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -122,7 +155,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's stack allows.
             await self.send_error("bad_json", "That frame is not valid JSON.")
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
@@ -145,6 +179,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except AccessEnded as exc:
             await self.close(code=exc.code)
+        except DatabaseError as exc:
+            log.warning("A %s frame failed: the database is unreachable (%s)", frame["type"], exc)
+            await self.send_error("unavailable", UNAVAILABLE)
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         after = frame.get("after", 0)
@@ -173,7 +210,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
             )
             return
-        channel = await generation.new_generator_channel()
+        channel = await self.generator_channel()
+        if channel is None:
+            return
         try:
             started = await actions.post_user_message(self.access, content, channel)
         except actions.CharacterUnavailable as exc:
@@ -184,10 +223,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "busy", "A reply is still being written. Wait for it or stop it first."
             )
             return
+        except actions.TooManyReplies as exc:
+            await self.send_error("too_many_replies", str(exc))
+            return
         generation.launch(started)
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
-        channel = await generation.new_generator_channel()
+        channel = await self.generator_channel()
+        if channel is None:
+            return
         try:
             started = await actions.start_reply(self.access, channel)
         except actions.CharacterUnavailable as exc:
@@ -196,10 +240,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except actions.ConversationBusy:
             await self.send_error("busy", "A reply is still being written.")
             return
+        except actions.TooManyReplies as exc:
+            await self.send_error("too_many_replies", str(exc))
+            return
         except ValueError as exc:
             await self.send_error("nothing_to_retry", str(exc))
             return
         generation.launch(started)
+
+    async def generator_channel(self) -> str | None:
+        """This process's control channel, or None (and an error frame) when the layer cannot
+        make one: a reply must not be stored that no other process could stop or follow."""
+        try:
+            return await generation.new_generator_channel()
+        except Exception as exc:
+            log.warning("Cannot start a reply: the channel layer is unreachable (%s)", exc)
+            await self.send_error(
+                "unavailable", "The server cannot start a reply right now; try again soon."
+            )
+            return None
 
     async def on_switch_greeting(self, frame: dict[str, Any]) -> None:
         index = frame.get("index")
@@ -216,14 +275,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reply is None or not reply.generator_channel:
             await self.send_error("not_streaming", "No reply is being written.")
             return
-        await generation.request_stop(reply.generator_channel, reply.pk)
+        try:
+            await generation.request_stop(reply.generator_channel, reply.pk)
+        except Exception as exc:
+            log.warning("Could not send Stop for reply %s (%s)", reply.pk, exc)
+            await self.send_error("unavailable", "The server cannot stop that reply right now.")
 
     # --- following a streaming reply --------------------------------------------------------
     async def follow(self, reply_id: int, generator_channel: str) -> None:
         """Ask the reply's generation for a snapshot; hold its deltas until it arrives."""
         self.following[reply_id] = None
         self.held.setdefault(reply_id, [])
-        await generation.request_snapshot(generator_channel, reply_id, self.channel_name)
+        self.heard[reply_id] = self._now()
+        try:
+            await generation.request_snapshot(generator_channel, reply_id, self.channel_name)
+        except Exception as exc:
+            # The layer is away: the browser's next resync asks again.
+            log.warning("Could not ask for reply %s's snapshot (%s)", reply_id, exc)
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message = event["message"]
@@ -232,6 +300,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # already done
         seq = message["seq"]
         self.following[reply_id] = seq
+        self.heard[reply_id] = self._now()
         await self.send_json({"type": "message.snapshot", "message": message})
         for delta in self.held.pop(reply_id, []):
             await self.message_delta(delta)
@@ -241,6 +310,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message = event["message"]
         if message["status"] == Message.Status.STREAMING:
             self.following[message["id"]] = 0
+            self.heard[message["id"]] = self._now()
         await self.send_json(event)
 
     async def message_delta(self, event: dict[str, Any]) -> None:
@@ -248,6 +318,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reply_id not in self.following:
             return
         last = self.following[reply_id]
+        self.heard[reply_id] = self._now()
         if last is None:
             self.held[reply_id].append(event)
             return
@@ -256,7 +327,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # already in the snapshot
         if seq != last + 1:
             # The layer dropped a delta (full channel): resync from the generation.
-            reply = await _streaming_reply(self.access.conversation_id)
+            try:
+                reply = await _streaming_reply(self.access.conversation_id)
+            except DatabaseError:
+                return  # the browser resyncs once it hears nothing more
             if reply is not None and reply.pk == reply_id and reply.generator_channel:
                 await self.follow(reply_id, reply.generator_channel)
                 self.held[reply_id].append(event)
@@ -265,9 +339,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json(event)
 
     async def message_done(self, event: dict[str, Any]) -> None:
-        self.following.pop(event["message"]["id"], None)
-        self.held.pop(event["message"]["id"], None)
+        self.forget(event["message"]["id"])
         await self.send_json(event)
+
+    def forget(self, reply_id: int) -> None:
+        """Stop following reply `reply_id`."""
+        self.following.pop(reply_id, None)
+        self.held.pop(reply_id, None)
+        self.heard.pop(reply_id, None)
+
+    def quiet_replies(self, since: float) -> list[int]:
+        """The followed replies last heard of before loop time `since`."""
+        return [reply_id for reply_id, heard in self.heard.items() if heard < since]
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         key = event.get("session_key")

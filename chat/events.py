@@ -1,21 +1,171 @@
-"""The events sent to browsers, and the only code that sends them to channel groups.
+"""The events sent to browsers, and the only code that delivers them.
 
 Each event is a small dict with a `type` (see docs/websocket-protocol.md). Functions here are
 called after the data they describe is committed.
+
+Delivery has two paths. Sockets of this process are attached here (`attach`) and get every
+event of their conversation directly, in the order it was sent, whatever the channel layer is
+doing. Sockets of other processes get it through the channel layer, published by one task per
+process off the caller's path: a slow or unreachable Redis never delays or fails the write or
+the generation that sent the event. The layer is at most once anyway; a socket that misses
+events resyncs from the database and the generating process (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.template.defaultfilters import linebreaksbr
 
 from chat.access import conversation_group, user_group
 from chat.models import Message
 from chat.rendering import render_markdown
 
+log = logging.getLogger(__name__)
 
+# Tags what this process published, so its own sockets, which had it directly, drop the copy
+# the layer brings back.
+PROCESS_ID = uuid.uuid4().hex
+# Events waiting for the layer; beyond this the newest are dropped (and repaired by resyncs).
+PUBLISH_QUEUE_SIZE = 10_000
+
+
+class LocalSocket(Protocol):
+    """What this module and `chat.followers` need of a socket (a `ChatConsumer`)."""
+
+    conversation_id: int
+    user_id: int
+    channel_name: str
+
+    async def dispatch(self, message: dict[str, Any]) -> None: ...
+
+    async def follow(self, reply_id: int, generator_channel: str) -> None: ...
+
+    def quiet_replies(self, since: float) -> list[int]: ...
+
+    def forget(self, reply_id: int) -> None: ...
+
+
+_by_conversation: dict[int, set[LocalSocket]] = defaultdict(set)
+_by_user: dict[int, set[LocalSocket]] = defaultdict(set)
+_by_channel: dict[str, LocalSocket] = {}
+
+
+def attach(socket: LocalSocket) -> None:
+    """Deliver the events of `socket`'s conversation and user to it directly from now on."""
+    _by_conversation[socket.conversation_id].add(socket)
+    _by_user[socket.user_id].add(socket)
+    _by_channel[socket.channel_name] = socket
+
+
+def detach(socket: LocalSocket) -> None:
+    """Stop delivering to `socket` (it disconnected)."""
+    for registry, key in ((_by_conversation, socket.conversation_id), (_by_user, socket.user_id)):
+        sockets = registry.get(key)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del registry[key]
+    _by_channel.pop(socket.channel_name, None)
+
+
+def local_sockets() -> list[LocalSocket]:
+    """Every socket of this process."""
+    return list(_by_channel.values())
+
+
+def local_socket(channel_name: str) -> LocalSocket | None:
+    """The socket of this process listening on `channel_name`, if there is one."""
+    return _by_channel.get(channel_name)
+
+
+async def deliver_locally(sockets: set[LocalSocket], event: dict[str, Any]) -> None:
+    """Hand `event` to each of this process's `sockets`; one socket's failure is not the
+    sender's."""
+    for socket in list(sockets):
+        try:
+            await socket.dispatch(event)
+        except Exception:
+            log.exception("Delivering %s to a socket failed", event.get("type"))
+
+
+# --- the layer, for other processes -----------------------------------------------------------
+class _Publisher:
+    """One task per event loop that sends queued events to channel groups, in order."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(PUBLISH_QUEUE_SIZE)
+        self.failing = False
+        self.dropped = 0
+        self.task = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            group, event = await self.queue.get()
+            try:
+                await get_channel_layer().group_send(group, event)
+            except Exception as exc:
+                if not self.failing:
+                    self.failing = True
+                    log.warning(
+                        "The channel layer is unreachable (%s); other processes' sockets will "
+                        "resync when it is back",
+                        exc,
+                    )
+                continue
+            if self.failing:
+                self.failing = False
+                log.warning("The channel layer is reachable again")
+
+    def put(self, group: str, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait((group, event))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+_publisher: _Publisher | None = None
+
+
+def layer_is_shared() -> bool:
+    # The in-memory layer reaches only this process, whose sockets had the event directly.
+    return not isinstance(get_channel_layer(), InMemoryChannelLayer)
+
+
+def publish(group: str, event: dict[str, Any]) -> None:
+    """Queue `event` for the sockets of other processes in `group` (never blocks, never
+    raises)."""
+    global _publisher
+    if not layer_is_shared():
+        return
+    loop = asyncio.get_running_loop()
+    if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
+        _publisher = _Publisher()
+    _publisher.put(group, {**event, "origin": PROCESS_ID})
+
+
+async def _send(conversation_id: int, event: dict[str, Any]) -> None:
+    publish(conversation_group(conversation_id), event)
+    sockets = _by_conversation.get(conversation_id)
+    if sockets:
+        await deliver_locally(sockets, event)
+
+
+async def stop_publishing() -> None:
+    """End this process's publisher task (tests; a process exiting needs nothing)."""
+    global _publisher
+    if _publisher is not None:
+        _publisher.task.cancel()
+        _publisher = None
+
+
+# --- what a message looks like -----------------------------------------------------------------
 def render_message(role: str, content: str) -> str:
     """The safe HTML of a message's text (user text is escaped, model text sanitized)."""
     if role == Message.Role.USER:
@@ -54,13 +204,10 @@ def message_payload(message: Message, **overrides: Any) -> dict[str, Any]:
     return payload
 
 
-async def _group_send(conversation_id: int, event: dict[str, Any]) -> None:
-    await get_channel_layer().group_send(conversation_group(conversation_id), event)
-
-
+# --- the events ----------------------------------------------------------------------------
 async def message_created(message: Message) -> None:
     """A user message or a new (empty, streaming) reply was stored."""
-    await _group_send(
+    await _send(
         message.conversation_id,
         {"type": "message.created", "message": message_payload(message), "seq": 0},
     )
@@ -74,12 +221,12 @@ async def message_delta(
     if html:
         event["html"] = html
         event["frozen"] = frozen
-    await _group_send(conversation_id, event)
+    await _send(conversation_id, event)
 
 
 async def message_done(message: Message, seq: int | None = None) -> None:
     """A reply reached its final state (complete, stopped, failed, truncated or interrupted)."""
-    await _group_send(
+    await _send(
         message.conversation_id,
         {"type": "message.done", "message": message_payload(message), "seq": seq},
     )
@@ -87,6 +234,16 @@ async def message_done(message: Message, seq: int | None = None) -> None:
 
 async def session_ended(user_id: int, session_key: str | None) -> None:
     """Close the user's sockets: those of one session, or all of them when key is None."""
-    await get_channel_layer().group_send(
-        user_group(user_id), {"type": "session.ended", "session_key": session_key}
-    )
+    event = {"type": "session.ended", "session_key": session_key}
+    # Sent at once, not queued: this may run in a short-lived event loop (a management command,
+    # a sync request outside the server's loop), which would end before a queued task ran.
+    if layer_is_shared():
+        try:
+            await get_channel_layer().group_send(
+                user_group(user_id), {**event, "origin": PROCESS_ID}
+            )
+        except Exception:
+            log.warning("Could not tell other processes that user %s's session ended", user_id)
+    sockets = _by_user.get(user_id)
+    if sockets:
+        await deliver_locally(sockets, event)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -19,6 +20,7 @@ from django.conf import settings
 
 from chat import actions, events, upstream
 from chat.actions import ReplyOutcome
+from chat.database_health import database_health
 from chat.models import Message
 from chat.rendering import StreamingRenderer
 
@@ -207,10 +209,40 @@ class Generation:
             try:
                 # Every delta goes out before "done", so followers end with the full text.
                 await self._broadcast_pending()
-                await actions.finish_reply(self.reply, outcome, self.seq)
+                await self._save_final(outcome)
             finally:
                 _live.pop(self.reply_id, None)
                 _unflushed.discard(self.reply_id)
+
+    async def _save_final(self, outcome: ReplyOutcome) -> None:
+        """Store the final state, retrying while the database is away.
+
+        The text lives only here until it is stored, so it is kept (and the reply stays live:
+        its heartbeat goes on and no sweep takes it) for up to `CHAT_SAVE_RETRY_SECONDS`.
+        The save is unconditional: it also wins over an "interrupted" mark that another
+        process's sweep may have made meanwhile.
+        """
+        deadline = time.monotonic() + settings.CHAT_SAVE_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await actions.finish_reply(self.reply, outcome, self.seq)
+            except Exception as exc:
+                database_health.failed(exc)
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "Reply %s could not be stored within %g s and is lost after the text "
+                        "saved last (%s)",
+                        self.reply_id,
+                        settings.CHAT_SAVE_RETRY_SECONDS,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _retry_cap())
+                continue
+            database_health.succeeded()
+            return
 
     # --- control ---------------------------------------------------------------------------
     def stop(self) -> None:
@@ -239,9 +271,13 @@ async def _route_control(channel: str) -> None:
         if kind == "generation.stop":
             live.stop()
         elif kind == "generation.sync" and message.get("reply_to"):
-            await layer.send(
-                message["reply_to"], {"type": "reply.snapshot", "message": live.snapshot()}
-            )
+            try:
+                await layer.send(
+                    message["reply_to"], {"type": "reply.snapshot", "message": live.snapshot()}
+                )
+            except Exception as exc:
+                # The asking socket resyncs again; the listener must live on.
+                log.warning("Could not send reply %s's snapshot: %s", live.reply_id, exc)
 
 
 async def new_generator_channel() -> str:
@@ -254,6 +290,11 @@ async def new_generator_channel() -> str:
     return _control[1]
 
 
+def is_live(reply_id: int) -> bool:
+    """Whether this process is generating reply `reply_id`."""
+    return reply_id in _live
+
+
 def launch(started: actions.StartedReply) -> Generation:
     """Start generating a stored reply in this process; it outlives the socket that asked."""
     ensure_maintenance()
@@ -261,7 +302,15 @@ def launch(started: actions.StartedReply) -> Generation:
     generation = Generation(reply, started.request)
     _live[reply.pk] = generation
     generation.task = asyncio.get_running_loop().create_task(generation.run())
+    generation.task.add_done_callback(_log_failure)
     return generation
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    # `run` handles every failure it can; anything else is logged now, not as "Task exception
+    # was never retrieved" whenever the task happens to be collected.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("A generation ended with an error", exc_info=task.exception())
 
 
 async def request_stop(channel: str, reply_id: int) -> None:
@@ -276,23 +325,43 @@ async def request_stop(channel: str, reply_id: int) -> None:
 
 
 async def request_snapshot(channel: str, reply_id: int, reply_to: str) -> None:
-    """Ask the process on `channel` to send reply `reply_id`'s snapshot to channel `reply_to`."""
+    """Ask the process on `channel` to send reply `reply_id`'s snapshot to channel `reply_to`.
+
+    A reply generated here, for a socket of this process, is answered at once, without the
+    layer. Raises when the layer cannot take the request (the socket resyncs later).
+    """
+    live = _live.get(reply_id)
+    socket = events.local_socket(reply_to)
+    if live is not None and socket is not None:
+        await socket.dispatch({"type": "reply.snapshot", "message": live.snapshot()})
+        return
     await get_channel_layer().send(
         channel, {"type": "generation.sync", "reply_id": reply_id, "reply_to": reply_to}
     )
 
 
 # --- per-process maintenance ------------------------------------------------------------------
+def _retry_cap() -> float:
+    # Retries come at least once a heartbeat interval, so that after an outage this process
+    # marks and saves its replies before another process's sweep may take them for dead.
+    return max(0.1, min(1.0, settings.CHAT_HEARTBEAT_INTERVAL))
+
+
 async def flush_unflushed() -> list[int]:
     """Save the text so far of every live reply that received some since the last flush.
 
     One transaction for all of them: per reply it is still one write a flush interval, but the
-    process pays one commit instead of hundreds, off the streams' own paths.
+    process pays one commit instead of hundreds, off the streams' own paths. When the database
+    cannot be reached, the replies stay unflushed for the next turn (their text is in memory).
     """
     batch = {rid: _live[rid].text() for rid in _unflushed if rid in _live}
     _unflushed.clear()
     if batch:
-        await actions.flush_replies(batch)
+        try:
+            await actions.flush_replies(batch)
+        except BaseException:
+            _unflushed.update(rid for rid in batch if rid in _live)
+            raise
     return list(batch)
 
 
@@ -301,18 +370,26 @@ async def _maintain() -> None:
     beat_every = settings.CHAT_HEARTBEAT_INTERVAL
     next_beat = 0.0
     written_since_beat: set[int] = set()
+    # A process sweeps others' replies only after three heartbeat intervals in which it reached
+    # the database: after an outage every owner has had time to mark its live replies again.
+    healthy_since: float | None = None
     while True:
         try:
             written_since_beat.update(await flush_unflushed())
-            if loop.time() >= next_beat:
-                next_beat = loop.time() + beat_every
+            if loop.time() >= next_beat or healthy_since is None:
                 # A flush already marked a reply as alive; only quiet ones need the heartbeat.
                 await actions.touch_replies([rid for rid in _live if rid not in written_since_beat])
                 written_since_beat.clear()
-                await actions.interrupt_stale_replies(beat_every * 3, list(_live))
-        except Exception:
-            log.exception("Reply maintenance failed; retrying")
-        await asyncio.sleep(min(settings.CHAT_FLUSH_INTERVAL, beat_every))
+                next_beat = loop.time() + beat_every
+                if healthy_since is None:
+                    healthy_since = loop.time()
+                elif loop.time() - healthy_since >= beat_every * 3:
+                    await actions.interrupt_stale_replies(beat_every * 3, list(_live))
+            database_health.succeeded()
+        except Exception as exc:
+            healthy_since = None
+            database_health.failed(exc)
+        await asyncio.sleep(min(settings.CHAT_FLUSH_INTERVAL, beat_every, _retry_cap()))
 
 
 def ensure_maintenance() -> None:
@@ -341,3 +418,5 @@ async def shutdown() -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generation.task
     _live.clear()
+    await events.stop_publishing()
+    await actions.close_maintenance_connections()

@@ -223,6 +223,11 @@ CHAT_FLUSH_INTERVAL = env.float("CHAT_FLUSH_INTERVAL", default=1.0)
 # Each process marks its live replies this often; a streaming reply not marked for three
 # intervals belongs to a dead process and is swept to "interrupted".
 CHAT_HEARTBEAT_INTERVAL = env.float("CHAT_HEARTBEAT_INTERVAL", default=5.0)
+# While the database is unreachable a generation keeps its reply's text in memory and retries
+# its saves for this long; a reply still unsaved then is lost after its last flush.
+CHAT_SAVE_RETRY_SECONDS = env.float("CHAT_SAVE_RETRY_SECONDS", default=300.0)
+# Replies one member may have streaming at once, across all their conversations and processes.
+CHAT_MAX_CONCURRENT_PER_USER = env.int("CHAT_MAX_CONCURRENT_PER_USER", default=3)
 
 LOGGING = {
     "version": 1,

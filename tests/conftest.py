@@ -123,7 +123,7 @@ class ChatSocket:
 @pytest.fixture
 async def connect(request) -> AsyncIterator:
     """Open websockets to the real ASGI application: `await connect(user, conversation)`."""
-    from chat import generation
+    from chat import followers, generation
     from serika_web.asgi import application
 
     sockets: list[ChatSocket] = []
@@ -147,6 +147,7 @@ async def connect(request) -> AsyncIterator:
         with contextlib.suppress(Exception):  # already closed by the server
             await socket.close()
     await generation.shutdown()
+    followers.stop_watching()
     # The ORM thread's connections would keep PostgreSQL from dropping the test database.
     await sync_to_async(connections.close_all)()
 

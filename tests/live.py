@@ -101,13 +101,15 @@ def server_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Whether something on 127.0.0.1 accepts connections on `port`."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -121,7 +123,7 @@ class LiveServer:
     def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.origin = self.url
         # As deployed: daphne on uvloop, through the project's launcher.
@@ -149,7 +151,7 @@ class LiveServer:
                     f"{self.name} exited with {self.process.returncode} before accepting "
                     f"connections:\n{self.output()}"
                 )
-            if _accepts(self.port):
+            if accepts(self.port):
                 return
             time.sleep(0.1)
         self.stop()
@@ -338,9 +340,15 @@ class LiveSocket:
 
 async def open_socket(server: LiveServer, user, conversation_id: int) -> LiveSocket:
     """Log `user` in and open the conversation's websocket on `server`, as a browser tab."""
-    from websockets.asyncio.client import connect
 
     cookie = await in_thread(lambda: session_cookie(user))
+    return await open_socket_with_cookie(server, cookie, conversation_id)
+
+
+async def open_socket_with_cookie(server: LiveServer, cookie: str, conversation_id: int):
+    """Open the conversation's websocket on `server` with a `Cookie` header value."""
+    from websockets.asyncio.client import connect
+
     ws = await connect(
         server.ws_url(conversation_id),
         origin=server.origin,
@@ -349,6 +357,15 @@ async def open_socket(server: LiveServer, user, conversation_id: int) -> LiveSoc
         close_timeout=5,
     )
     return LiveSocket(ws)
+
+
+async def start_reply(ws: LiveSocket, content: str = "Tell me a long story") -> int:
+    """Send a message and return the id of the reply it started."""
+    await ws.send({"type": "message.send", "content": content})
+    created = await ws.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    return created["message"]["id"]
 
 
 # --- headless Chromium ------------------------------------------------------------------------

@@ -215,12 +215,16 @@ def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice,
         if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
     ]
     # The session, the user, the conversation with its character, owner and persona (one
-    # query), then both messages in one INSERT with the conversation's timestamp, then the
-    # history for the prompt.
+    # query), then the owner's streaming replies counted against the cap (on PostgreSQL after
+    # locking the owner's row), both messages in one INSERT with the conversation's timestamp,
+    # then the history for the prompt.
+    lock = ["SELECT auth_user"] if connection.features.has_select_for_update else []
     assert statements == [
         "SELECT django_session",
         "SELECT auth_user",
         "SELECT chat_conversation",
+        *lock,
+        "SELECT chat_message",
         "INSERT chat_message",
         "UPDATE chat_conversation",
         "SELECT chat_message",

@@ -180,24 +180,27 @@ async def test_stop_sent_through_the_layer_by_another_process_reaches_the_genera
 async def test_a_stop_whose_cancellation_a_library_loses_still_stops_the_reply(
     connect, upstream, conversation, alice, monkeypatch
 ):
-    from channels.layers import get_channel_layer
+    import json
+
+    from channels.generic.websocket import AsyncWebsocketConsumer
 
     # Python 3.11's asyncio.wait_for, which redis-py wraps around every command, returns instead
     # of raising when a cancellation lands in the loop iteration where its inner call completed.
-    # This layer loses the cancellation the same way, every time: Stop is requested while the
-    # third delta is being sent.
-    layer = get_channel_layer()
-    group_send = layer.group_send
+    # The websocket send below loses the cancellation the same way, every time: Stop is
+    # requested while the third delta is being sent (this process's sockets get deltas from
+    # inside the stream task).
+    send = AsyncWebsocketConsumer.send
 
-    async def group_send_losing_a_cancellation(group: str, message: dict) -> None:
-        await group_send(group, message)
-        if message["type"] == "message.delta" and message["seq"] == 3:
-            reply = await Message.objects.aget(pk=message["id"])
+    async def send_losing_a_cancellation(self, text_data=None, bytes_data=None, close=False):
+        await send(self, text_data, bytes_data, close)
+        frame = json.loads(text_data) if text_data else {}
+        if frame.get("type") == "message.delta" and frame["seq"] == 3:
+            reply = await Message.objects.aget(pk=frame["id"])
             await generation.request_stop(reply.generator_channel, reply.pk)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0)
 
-    monkeypatch.setattr(layer, "group_send", group_send_losing_a_cancellation)
+    monkeypatch.setattr(AsyncWebsocketConsumer, "send", send_losing_a_cancellation)
     upstream.enqueue(Reply(tokens=["x "], repeat=500, gap=0.01))
     ws = await connect(alice, conversation.pk)
     await ws.send({"type": "message.send", "content": "go"})
@@ -208,3 +211,34 @@ async def test_a_stop_whose_cancellation_a_library_loses_still_stops_the_reply(
     await upstream.await_client_disconnects(1, timeout=2)
     reply = await Message.objects.aget(pk=done["id"])
     assert (reply.status, reply.content) == ("stopped", done["content"])
+
+
+async def test_flushes_and_heartbeats_do_not_wait_for_the_shared_database_thread(
+    connect, upstream, conversation, alice
+):
+    import time
+
+    from channels.db import database_sync_to_async
+
+    from tests.live import in_thread
+
+    upstream.enqueue(Reply(tokens=["x "], repeat=150, gap=0.02))  # 3 s
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "go"})
+    created = await ws.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    await ws.receive_until(lambda f: f["type"] == "message.delta")
+
+    def saved() -> int:
+        return len(Message.objects.get(pk=created["message"]["id"]).content)
+
+    # Another member's slow work holds Channels' one shared database thread for 1.5 s.
+    busy = asyncio.ensure_future(database_sync_to_async(time.sleep)(1.5))
+    await asyncio.sleep(0.1)
+    before = await in_thread(saved)
+    await asyncio.sleep(1.0)
+    during = await in_thread(saved)
+    await busy
+    assert during > before, "the reply's text was not saved while the shared thread was busy"
+    assert (await ws.done())["status"] == "complete"

@@ -80,3 +80,16 @@ async def test_the_socket_keeps_working_after_a_bad_frame(connect, upstream, ali
     await ws.send({"type": "message.send", "content": "now properly"})
     done = await ws.done()
     assert done["status"] == "complete"
+
+
+async def test_a_deeply_nested_frame_gets_an_error_and_the_socket_stays_open(
+    connect, upstream, alice, conversation, caplog
+):
+    ws = await connect(alice, conversation.pk)
+    nested = "[" * 100_000 + "]" * 100_000  # 200 kB, deeper than the JSON parser's stack
+    error = await error_for(ws, nested)
+    assert error["code"] == "bad_json"
+    assert "Traceback" not in caplog.text
+    await ws.send({"type": "message.send", "content": "still here"})
+    done = await ws.done()
+    assert done["status"] == "complete"

@@ -12,7 +12,7 @@ from chat import actions
 from chat.models import Message
 from tests import live
 from tests.fake_upstream import Reply
-from tests.live import in_thread, open_socket
+from tests.live import in_thread, open_socket, start_reply
 
 # The live-server fixtures, registered in this module.
 static_root = live.static_root
@@ -44,15 +44,6 @@ async def poll_reply(reply_id: int, ready, timeout: float = 15.0) -> Message:
                 f"after {timeout:g} s"
             )
         await asyncio.sleep(0.1)
-
-
-async def start_reply(ws, content: str = "Tell me a long story") -> int:
-    """Send a message and return the id of the reply it started."""
-    await ws.send({"type": "message.send", "content": content})
-    created = await ws.receive_until(
-        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
-    )
-    return created["message"]["id"]
 
 
 @pytest.mark.skipif(

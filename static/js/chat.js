@@ -17,7 +17,9 @@
   const live = new Map(); // reply id -> {raw, frozen, seq, el}
   let socket = null;
   let retryDelay = 500;
-  let lastSent = "";
+  // The text of a send the server has not confirmed yet: the box keeps it until then, so a
+  // refusal or a lost connection never loses what was typed.
+  let unconfirmed = null;
   let renderQueued = false;
 
   // The newest message id below which everything shown is final: a sync after it brings
@@ -139,11 +141,29 @@
     updateControls();
   }
 
+  // What this tab has shown of a reply, so far as it knows.
+  function shownText(id) {
+    const state = live.get(id);
+    if (state) return state.raw;
+    const el = transcript.querySelector(`.message[data-id="${id}"]`);
+    return el ? el.dataset.content || "" : "";
+  }
+
   function showFinal(message) {
+    const shown = shownText(message.id);
     live.delete(message.id);
     const wasNear = nearBottom();
     const el = messageElement(message);
-    el.querySelector(".body").innerHTML = message.html;
+    // A reply marked interrupted holds the text saved before its server went quiet; when this
+    // tab was shown more of it, it keeps that (the generating server may still store it all).
+    const shorter =
+      message.status === "interrupted" &&
+      shown.length > message.content.length &&
+      shown.startsWith(message.content);
+    if (!shorter) {
+      el.querySelector(".body").innerHTML = message.html;
+      el.dataset.content = message.content;
+    }
     renderNotice(el, message);
     scrollIfFollowing(wasNear);
     updateControls();
@@ -198,7 +218,14 @@
     "conversation.sync": (frame) => frame.messages.forEach(upsert),
     "message.created": (frame) => {
       upsert(frame.message);
-      if (frame.message.role === "user") transcript.scrollTop = transcript.scrollHeight;
+      if (frame.message.role === "user") {
+        if (unconfirmed !== null && frame.message.content === unconfirmed) {
+          // Stored: only now does the box let go of the text (unless it was edited since).
+          if (input.value === unconfirmed) input.value = "";
+          unconfirmed = null;
+        }
+        transcript.scrollTop = transcript.scrollHeight;
+      }
     },
     "message.snapshot": (frame) => startLive(frame.message),
     "message.delta": (frame) => {
@@ -215,10 +242,9 @@
     },
     "message.done": (frame) => showFinal(frame.message),
     error: (frame) => {
+      // A refused send stored nothing; its text is still in the box.
+      unconfirmed = null;
       showStatus(frame.message);
-      if (lastSent && ["busy", "message_too_long"].includes(frame.code) && !input.value) {
-        input.value = lastSent;
-      }
     },
   };
 
@@ -238,6 +264,7 @@
     });
     socket.addEventListener("close", (event) => {
       root.dataset.connected = "false";
+      unconfirmed = null;
       if (event.code === 4401) {
         showStatus("You have been logged out. Reload the page to log in again.");
         return;
@@ -265,9 +292,9 @@
     event.preventDefault();
     const content = input.value;
     if (!content.trim()) return;
+    if (unconfirmed !== null) return; // one send at a time, until the server answers
     if (send({ type: "message.send", content })) {
-      lastSent = content;
-      input.value = "";
+      unconfirmed = content;
       showStatus("");
     }
   });

@@ -3,8 +3,9 @@ proposed change before anyone writes it. Not the app as deployed; never the defa
 
     python -m bench.run --asgi bench.whatif:application --app-env BENCH_WHATIF=dispatch,layer
 
-BENCH_WHATIF is a comma-separated list of (dispatch and layer are in the app since b498179; they
-stay here to reproduce the measurements that led to them):
+BENCH_WHATIF is a comma-separated list of (dispatch has been in the app since b498179, and layer
+was until events began to reach a process's own sockets without the layer; they stay here to
+reproduce the measurements that led to them, and to show what layer no longer buys):
 
 - dispatch: ChatConsumer skips channels' `aclose_old_connections()` (a hop to the one sync thread
   that also runs every query) for the relay events it gets from the channel layer, which never

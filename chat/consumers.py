@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 
-from chat import actions, events, followers, generation
+from chat import actions, events, followers, generation, presence
 from chat.access import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
@@ -69,6 +69,7 @@ _DIRECT_EVENTS = frozenset(
         "message.delta",
         "message.done",
         "reply.snapshot",
+        "presence.joined",
         "session.ended",
         "websocket.receive",
         "websocket.disconnect",
@@ -131,14 +132,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         # No await between accepting and attaching: the browser's first frame, a `sync`, comes
         # after this, and brings everything committed before it from the database.
-        events.attach(self)
+        first_here = events.attach(self)
         if events.layer_is_shared():
             followers.ensure_watching()
+            if first_here:
+                try:
+                    await presence.join([self.conversation_id])
+                    # Processes that publish this conversation's events learn it at once,
+                    # rather than when their cache of who follows expires.
+                    await self.channel_layer.group_send(
+                        self.group, {"type": "presence.joined", "origin": events.PROCESS_ID}
+                    )
+                except Exception as exc:
+                    log.warning("Could not record this socket's presence (%s)", exc)
 
     async def disconnect(self, code: int) -> None:
         # Leaving the groups is all: generations belong to the server, not to this socket.
         if self.conversation is not None:
-            events.detach(self)
+            if events.detach(self) and events.layer_is_shared():
+                with contextlib.suppress(Exception):  # its entry expires anyway
+                    await presence.leave(self.conversation_id)
             with contextlib.suppress(Exception):  # an unreachable layer forgets them anyway
                 await self.channel_layer.group_discard(self.group, self.channel_name)
                 await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
@@ -355,6 +368,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+    async def presence_joined(self, event: dict[str, Any]) -> None:
+        # Another process opened its first socket on this conversation.
+        presence.mark_followed(self.conversation_id)
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         key = event.get("session_key")

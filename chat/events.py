@@ -6,8 +6,9 @@ called after the data they describe is committed.
 Delivery has two paths. Sockets of this process are attached here (`attach`) and get every
 event of their conversation directly, in the order it was sent, whatever the channel layer is
 doing. Sockets of other processes get it through the channel layer, published by one task per
-process off the caller's path: a slow or unreachable Redis never delays or fails the write or
-the generation that sent the event. The layer is at most once anyway; a socket that misses
+process off the caller's path, and only while another process has a socket on that
+conversation (`chat.presence`): a slow or unreachable Redis never delays or fails the write or
+the generation that sent the event, and a conversation open in one process costs Redis nothing. The layer is at most once anyway; a socket that misses
 events resyncs from the database and the generating process (see docs/architecture.md).
 """
 
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.template.defaultfilters import linebreaksbr
 
+from chat import presence
 from chat.access import conversation_group, user_group
 from chat.models import Message
 from chat.rendering import render_markdown
@@ -56,15 +58,21 @@ _by_user: dict[int, set[LocalSocket]] = defaultdict(set)
 _by_channel: dict[str, LocalSocket] = {}
 
 
-def attach(socket: LocalSocket) -> None:
-    """Deliver the events of `socket`'s conversation and user to it directly from now on."""
+def attach(socket: LocalSocket) -> bool:
+    """Deliver the events of `socket`'s conversation and user to it directly from now on.
+
+    True when it is this process's first socket on that conversation."""
+    first = socket.conversation_id not in _by_conversation
     _by_conversation[socket.conversation_id].add(socket)
     _by_user[socket.user_id].add(socket)
     _by_channel[socket.channel_name] = socket
+    return first
 
 
-def detach(socket: LocalSocket) -> None:
-    """Stop delivering to `socket` (it disconnected)."""
+def detach(socket: LocalSocket) -> bool:
+    """Stop delivering to `socket` (it disconnected).
+
+    True when it was this process's last socket on its conversation."""
     for registry, key in ((_by_conversation, socket.conversation_id), (_by_user, socket.user_id)):
         sockets = registry.get(key)
         if sockets is not None:
@@ -72,6 +80,12 @@ def detach(socket: LocalSocket) -> None:
             if not sockets:
                 del registry[key]
     _by_channel.pop(socket.channel_name, None)
+    return socket.conversation_id not in _by_conversation
+
+
+def local_conversations() -> list[int]:
+    """The conversations this process has sockets on."""
+    return list(_by_conversation)
 
 
 def local_sockets() -> list[LocalSocket]:
@@ -90,24 +104,32 @@ async def deliver_locally(sockets: set[LocalSocket], event: dict[str, Any]) -> N
     for socket in list(sockets):
         try:
             await socket.dispatch(event)
-        except Exception:
-            log.exception("Delivering %s to a socket failed", event.get("type"))
+        except Exception as exc:
+            # Most often a socket whose connection closed a moment before its disconnect
+            # handler ran. It gets nothing more; its browser reconnects and resyncs.
+            detach(socket)
+            log.warning("Dropped a socket that could not take %s: %r", event.get("type"), exc)
 
 
 # --- the layer, for other processes -----------------------------------------------------------
 class _Publisher:
-    """One task per event loop that sends queued events to channel groups, in order."""
+    """One task per event loop that sends queued events to channel groups, in order; the
+    events of a conversation only while another process has a socket on it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(PUBLISH_QUEUE_SIZE)
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any], int | None]] = asyncio.Queue(
+            PUBLISH_QUEUE_SIZE
+        )
         self.failing = False
         self.dropped = 0
         self.task = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            group, event = await self.queue.get()
+            group, event, conversation_id = await self.queue.get()
+            if conversation_id is not None and not await presence.others_follow(conversation_id):
+                continue
             try:
                 await get_channel_layer().group_send(group, event)
             except Exception as exc:
@@ -123,9 +145,9 @@ class _Publisher:
                 self.failing = False
                 log.warning("The channel layer is reachable again")
 
-    def put(self, group: str, event: dict[str, Any]) -> None:
+    def put(self, group: str, event: dict[str, Any], conversation_id: int | None) -> None:
         try:
-            self.queue.put_nowait((group, event))
+            self.queue.put_nowait((group, event, conversation_id))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -138,20 +160,21 @@ def layer_is_shared() -> bool:
     return not isinstance(get_channel_layer(), InMemoryChannelLayer)
 
 
-def publish(group: str, event: dict[str, Any]) -> None:
-    """Queue `event` for the sockets of other processes in `group` (never blocks, never
-    raises)."""
+def _publish(conversation_id: int, event: dict[str, Any]) -> None:
+    # Queued for the sockets of other processes (never blocks, never raises).
     global _publisher
-    if not layer_is_shared():
+    if not layer_is_shared() or presence.known(conversation_id) is False:
         return
     loop = asyncio.get_running_loop()
     if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
         _publisher = _Publisher()
-    _publisher.put(group, {**event, "origin": PROCESS_ID})
+    _publisher.put(
+        conversation_group(conversation_id), {**event, "origin": PROCESS_ID}, conversation_id
+    )
 
 
 async def _send(conversation_id: int, event: dict[str, Any]) -> None:
-    publish(conversation_group(conversation_id), event)
+    _publish(conversation_id, event)
     sockets = _by_conversation.get(conversation_id)
     if sockets:
         await deliver_locally(sockets, event)

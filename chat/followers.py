@@ -5,7 +5,8 @@ channel and loses every event while Redis is away. So about every `CHECK_SECONDS
 looks at its sockets' followed replies that another process generates and that were silent for
 `SILENCE_SECONDS`: a reply that finished meanwhile is sent to them as stored, one still
 streaming is followed again (a fresh snapshot from its process, through the layer). Replies
-generated here reach this process's sockets directly and are never checked.
+generated here reach this process's sockets directly and are never checked. The same task
+refreshes this process's presence on its conversations (`chat.presence`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
-from chat import events, generation
+from chat import events, generation, presence
 from chat.models import Message
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,20 @@ async def check_followers() -> None:
 
 
 async def _watch() -> None:
+    loop = asyncio.get_running_loop()
+    next_presence = loop.time() + presence.REFRESH_SECONDS
     while True:
         await asyncio.sleep(CHECK_SECONDS)
         try:
             await check_followers()
         except Exception as exc:
             log.warning("Checking the sockets that follow other processes' replies failed: %s", exc)
+        if loop.time() >= next_presence:
+            next_presence = loop.time() + presence.REFRESH_SECONDS
+            try:
+                await presence.join(events.local_conversations())
+            except Exception as exc:
+                log.warning("Could not refresh this process's presence: %s", exc)
 
 
 def ensure_watching() -> None:

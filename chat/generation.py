@@ -18,7 +18,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import actions, events, upstream
+from chat import actions, events, presence, upstream
 from chat.actions import ReplyOutcome
 from chat.database_health import database_health
 from chat.models import Message
@@ -271,6 +271,8 @@ async def _route_control(channel: str) -> None:
         if kind == "generation.stop":
             live.stop()
         elif kind == "generation.sync" and message.get("reply_to"):
+            # Asked through the layer: a socket of another process follows this reply.
+            presence.mark_followed(live.conversation_id)
             try:
                 await layer.send(
                     message["reply_to"], {"type": "reply.snapshot", "message": live.snapshot()}

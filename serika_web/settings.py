@@ -119,7 +119,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chat.layers.InMemoryChannelLayer",
+            # Channels' own: events reach this process's sockets without any layer
+            # (chat.events), so only control messages and session ends pass through it.
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 1000, "expiry": 30},
         }
     }

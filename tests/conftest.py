@@ -45,6 +45,16 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def close_maintenance_connections():
+    """The reply-maintenance thread's connection would keep PostgreSQL from dropping the test
+    database at the end of the session."""
+    yield
+    from chat.actions import _maintenance_executor
+
+    _maintenance_executor.submit(connections.close_all).result(timeout=10)
+
+
 @pytest.fixture
 def alice(db):
     """Alice owns the conversations in most tests."""
@@ -123,7 +133,7 @@ class ChatSocket:
 @pytest.fixture
 async def connect(request) -> AsyncIterator:
     """Open websockets to the real ASGI application: `await connect(user, conversation)`."""
-    from chat import followers, generation
+    from chat import followers, generation, presence
     from serika_web.asgi import application
 
     sockets: list[ChatSocket] = []
@@ -148,6 +158,8 @@ async def connect(request) -> AsyncIterator:
             await socket.close()
     await generation.shutdown()
     followers.stop_watching()
+    if django_settings.REDIS_URL:
+        await presence.close()
     # The ORM thread's connections would keep PostgreSQL from dropping the test database.
     await sync_to_async(connections.close_all)()
 

@@ -164,3 +164,100 @@ async def test_a_quiet_reply_can_still_be_stopped_after_the_channel_layer_idled_
     assert "Exception inside application" not in daphne_server.output()
     assert "Task exception was never retrieved" not in daphne_server.output()
     await tab.close()
+
+
+async def _count_published(group_channel: str, during):
+    """How many messages Redis carried on `group_channel` while `during()` ran."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(os.environ["REDIS_URL"])
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(group_channel)
+    count = 0
+
+    async def listen() -> None:
+        nonlocal count
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                count += 1
+
+    listener = asyncio.ensure_future(listen())
+    try:
+        await during()
+        await asyncio.sleep(0.3)
+    finally:
+        listener.cancel()
+        await pubsub.aclose()
+        await redis.aclose()
+    return count
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (two processes)")
+async def test_a_conversation_open_in_one_process_costs_redis_nothing_until_another_follows(
+    daphne_servers, upstream, conversation, alice
+):
+    from django.conf import settings
+
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    group_channel = f"{prefix}__group__conversation.{conversation.pk}"
+    server_a = daphne_servers.start()
+    server_b = daphne_servers.start()
+    tab_a = await open_socket(server_a, alice, conversation.pk)
+    # Answered once the socket's set-up (which announces it on the group) has finished.
+    await tab_a.send({"type": "sync", "after": 0})
+    await tab_a.receive_until(lambda f: f["type"] == "conversation.sync")
+
+    async def one_reply() -> None:
+        upstream.enqueue(Reply(tokens=SLOW_TOKENS[:10], gap=0.02))
+        await start_reply(tab_a)
+        await tab_a.receive_until(lambda f: f["type"] == "message.done")
+
+    alone = await _count_published(group_channel, one_reply)
+    assert alone == 0, "events of a conversation open in one process went through Redis"
+
+    tab_b = await open_socket(server_b, alice, conversation.pk)
+    await tab_b.send({"type": "sync", "after": 0})
+    await tab_b.receive_until(lambda f: f["type"] == "conversation.sync")
+    followed = await _count_published(group_channel, one_reply)
+    # two created, the deltas and done: the other process's tab hears all of it.
+    assert followed >= 4
+    done_b = await tab_b.receive_until(lambda f: f["type"] == "message.done")
+    assert done_b["message"]["content"] == "".join(SLOW_TOKENS[:10])
+    await tab_a.close()
+    await tab_b.close()
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (three processes)")
+async def test_three_processes_follow_stop_and_reload_one_reply(
+    daphne_servers, upstream, conversation, alice
+):
+    upstream.enqueue(Reply(tokens=["tick "], repeat=400, gap=0.02))  # 8 s unless stopped
+    server_a, server_b, server_c = (daphne_servers.start() for _ in range(3))
+    tab_a = await open_socket(server_a, alice, conversation.pk)
+    tab_b = await open_socket(server_b, alice, conversation.pk)  # open before the reply
+    reply_id = await start_reply(tab_a)
+    await tab_b.receive_until(lambda f: f["type"] == "message.delta" and f["id"] == reply_id)
+
+    # A tab on a third process joins mid-reply, then stops it.
+    tab_c = await open_socket(server_c, alice, conversation.pk)
+    await tab_c.send({"type": "sync", "after": reply_id - 1})
+    await tab_c.receive_until(lambda f: f["type"] == "message.snapshot")
+    await tab_c.receive_until(lambda f: f["type"] == "message.delta")
+    await tab_c.send({"type": "generation.stop"})
+    finals = [
+        await tab.receive_until(lambda f: f["type"] == "message.done", timeout=10)
+        for tab in (tab_a, tab_b, tab_c)
+    ]
+    assert {f["message"]["status"] for f in finals} == {"stopped"}
+    text = finals[0]["message"]["content"]
+    assert text.startswith("tick tick") and len(text) < len("tick ") * 400
+    for tab in (tab_a, tab_b, tab_c):
+        assert tab.streamed(reply_id)[0] == text  # consecutive seq, no gap or duplicate
+    # A reload on the second process shows the stored reply.
+    await tab_b.close()
+    reloaded = await open_socket(server_b, alice, conversation.pk)
+    await reloaded.send({"type": "sync", "after": reply_id - 1})
+    sync = await reloaded.receive_until(lambda f: f["type"] == "conversation.sync")
+    assert [(m["status"], m["content"]) for m in sync["messages"]] == [("stopped", text)]
+    for tab in (tab_a, tab_c, reloaded):
+        await tab.close()

@@ -246,15 +246,21 @@ def context_budget(conversation: Conversation) -> int:
 
 
 def _prompt_note(prompt) -> str:
+    notes = []
     if prompt.trimmed_turns:
         turns = "message was" if prompt.trimmed_turns == 1 else "messages were"
-        return (
+        notes.append(
             f"{prompt.trimmed_turns} older {turns} left out to fit the model's context; "
             "the character does not see them."
         )
-    if prompt.dropped_examples:
-        return "Example dialogue was left out to fit the model's context."
-    return ""
+    elif prompt.dropped_examples:
+        notes.append("Example dialogue was left out to fit the model's context.")
+    if prompt.lore_unscanned:
+        notes.append(
+            "The lorebook was only partly scanned (its keys took too long to match): "
+            f"{prompt.lore_unscanned} entries were not checked."
+        )
+    return " ".join(notes)
 
 
 def _prepare_request(conversation: Conversation, reply: Message) -> CompletionRequest:
@@ -275,6 +281,7 @@ def _prepare_request(conversation: Conversation, reply: Message) -> CompletionRe
         user_name=user_name,
         user_description=user_description,
         context_tokens=context_budget(conversation),
+        lore_budget_seconds=settings.CHAT_LOREBOOK_BUDGET_SECONDS,
     )
     note = _prompt_note(prompt)
     if note:

@@ -223,6 +223,10 @@ CHAT_FLUSH_INTERVAL = env.float("CHAT_FLUSH_INTERVAL", default=1.0)
 # Each process marks its live replies this often; a streaming reply not marked for three
 # intervals belongs to a dead process and is swept to "interrupted".
 CHAT_HEARTBEAT_INTERVAL = env.float("CHAT_HEARTBEAT_INTERVAL", default=5.0)
+# Seconds all lorebook key searches of one send may take together. A card's regex keys can
+# backtrack for their whole 50 ms cap each; with thousands of entries that was minutes per send.
+# Entries not checked in time do not fire, and the reply says the lorebook was partly scanned.
+CHAT_LOREBOOK_BUDGET_SECONDS = env.float("CHAT_LOREBOOK_BUDGET_SECONDS", default=0.5)
 
 LOGGING = {
     "version": 1,

@@ -23,6 +23,7 @@ from chat.access import SocketAccess
 from chat.events import render_message
 from chat.models import Conversation, Message
 from chat.prompt import PromptCharacter, Turn, build_prompt
+from chat.rendering import render_card_text
 from chat.upstream import CompletionRequest
 
 
@@ -79,7 +80,7 @@ def start_conversation(user, character) -> Conversation:
                 conversation=conversation,
                 role=Message.Role.ASSISTANT,
                 content=greeting,
-                content_html=render_message(Message.Role.ASSISTANT, greeting),
+                content_html=render_card_text(greeting),
                 greeting_index=0,
             )
     return conversation
@@ -107,7 +108,7 @@ def _switch_greeting_sync(access: SocketAccess, index: int) -> Message:
         greeting.content = _expand_greeting(
             conversation.character, conversation.owner, options[index]
         )
-        greeting.content_html = render_message(greeting.role, greeting.content)
+        greeting.content_html = render_card_text(greeting.content)
         greeting.greeting_index = index
         greeting.save(update_fields=["content", "content_html", "greeting_index", "updated_at"])
     return greeting

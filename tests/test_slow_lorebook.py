@@ -1,5 +1,6 @@
 """A card whose lorebook is slow to match stalls nobody else: on a real daphne process, Alice's
-send with 2,000 backtracking regex keys runs beside Bob's streaming reply and his new socket."""
+send with 2,000 backtracking regex keys runs beside Bob's streaming reply and his new socket, and
+another process's sweep takes neither reply for a dead process's."""
 
 from __future__ import annotations
 
@@ -53,12 +54,17 @@ async def test_a_slow_lorebook_neither_blocks_other_users_sockets_nor_their_repl
 ):
     daphne_servers.env["CHAT_LOREBOOK_BUDGET_SECONDS"] = str(LOREBOOK_BUDGET)
     daphne_server = daphne_servers.start()
+    # A second process on the same database: its sweep marks "streaming" replies whose
+    # process stopped marking them (3 heartbeats of 0.5 s) as interrupted. It sweeps from the
+    # first connection it serves.
+    other_process = daphne_servers.start()
     alices = await in_thread(
         lambda: actions.start_conversation(alice, slow_lorebook_character(alice))
     )
     bobs = await in_thread(lambda: actions.start_conversation(bob, character))
     upstream.enqueue(Reply(tokens=BOB_TOKENS, gap=0.1))  # Bob's; Alice's gets the default
 
+    await (await open_socket(other_process, bob, bobs.pk)).close()
     bob_tab = await open_socket(daphne_server, bob, bobs.pk)
     bob_sent = time.monotonic()
     await bob_tab.send({"type": "message.send", "content": "Tell me a long story"})

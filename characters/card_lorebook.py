@@ -4,7 +4,8 @@ splitting V3 `@@decorator` lines off entry content.
 The lorebook stays a plain dict so that unknown keys of the book and of every entry (`probability`,
 `depth`, app-specific fields...) survive a round trip without a schema of their own. Normalising
 only fills in required fields, converts `secondary_keys` given as one comma-separated string into
-a list, and checks the types of the fields prompt assembly relies on.
+a list, checks the types of the fields prompt assembly relies on, and refuses books beyond the
+size limits below (the import and the admin editor both come through here).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import re
 from typing import Any
 
 from characters.card_model import CardError
-from characters.card_values import boolean, json_kind, json_object, number, text, text_list
+from characters.card_values import (
+    boolean,
+    json_kind,
+    json_object,
+    number,
+    short_quote,
+    text,
+    text_list,
+)
 
 # Optional entry fields whose type we check when present and not null. Anything else is kept as is
 # (for instance `position: ""` and `probability: null`, both seen in real cards).
@@ -22,6 +31,15 @@ _ENTRY_FLAGS = ("case_sensitive", "constant", "selective", "use_regex")
 _ENTRY_TEXTS = ("name", "comment", "position")
 _BOOK_NUMBERS = ("scan_depth", "token_budget")
 _BOOK_TEXTS = ("name", "description")
+
+# Size limits, far above real community cards (1 to 60+ entries of a few keys and a paragraph
+# each): every send scans the whole book, so a book is capped where its size alone would make
+# sends slow. (The time all key searches of one send may take is bounded apart, in the prompt.)
+MAX_LOREBOOK_ENTRIES = 1000
+MAX_KEYS_PER_ENTRY = 100  # keys and secondary_keys together
+MAX_KEY_CHARS = 1000  # one plain key
+MAX_REGEX_KEY_CHARS = 500  # one key of a `use_regex` entry
+MAX_LOREBOOK_CHARS = 1_000_000  # every entry's keys and content together
 
 # A decorator line: `@@name` or a `@@@name` fallback, then optionally a space and a value.
 _DECORATOR_LINE = re.compile(r"@@@?[A-Za-z_][A-Za-z0-9_]*(?:[ \t].*)?", re.ASCII)
@@ -60,11 +78,35 @@ def _normalize_entry(value: Any, position: int) -> dict[str, Any]:
             text(entry[name], subject(name))
     if entry.get("priority") is not None:
         number(entry["priority"], subject("priority"))
+    _check_entry_size(entry, where)
     entry_id = entry.get("id")
     if entry_id is not None and (isinstance(entry_id, bool) or not isinstance(entry_id, str | int)):
         # V3 says text, SillyTavern writes numbers; both are fine as identifiers.
         raise CardError(f"{subject('id')} must be text or a number, not {json_kind(entry_id)}.")
     return entry
+
+
+def _check_entry_size(entry: dict[str, Any], where: str) -> None:
+    keys = [*entry["keys"], *(entry.get("secondary_keys") or [])]
+    if len(keys) > MAX_KEYS_PER_ENTRY:
+        raise CardError(
+            f"{where} has {len(keys):,} keys; a lorebook entry may have at most "
+            f"{MAX_KEYS_PER_ENTRY:,} (keys and secondary keys together)."
+        )
+    regex = entry.get("use_regex") is True
+    limit = MAX_REGEX_KEY_CHARS if regex else MAX_KEY_CHARS
+    for key in keys:
+        if len(key) > limit:
+            kind = "regex key" if regex else "key"
+            raise CardError(
+                f"{where} has a {kind} of {len(key):,} characters ({short_quote(key)}); "
+                f"a {kind} may have at most {limit:,}."
+            )
+
+
+def _entry_chars(entry: dict[str, Any]) -> int:
+    keys = [*entry["keys"], *(entry.get("secondary_keys") or [])]
+    return len(entry["content"]) + sum(len(key) for key in keys)
 
 
 def normalize_character_book(value: Any) -> dict[str, Any] | None:
@@ -85,9 +127,20 @@ def normalize_character_book(value: Any) -> dict[str, Any] | None:
         entries = []
     if not isinstance(entries, list):
         raise CardError(f"The lorebook's 'entries' must be a list, not {json_kind(entries)}.")
+    if len(entries) > MAX_LOREBOOK_ENTRIES:
+        raise CardError(
+            f"The lorebook has {len(entries):,} entries; at most {MAX_LOREBOOK_ENTRIES:,} are "
+            "allowed."
+        )
     book["entries"] = [
         _normalize_entry(entry, position) for position, entry in enumerate(entries, 1)
     ]
+    total = sum(_entry_chars(entry) for entry in book["entries"])
+    if total > MAX_LOREBOOK_CHARS:
+        raise CardError(
+            f"The lorebook's keys and content hold {total:,} characters; at most "
+            f"{MAX_LOREBOOK_CHARS:,} are allowed."
+        )
     for name in _BOOK_NUMBERS:
         if book.get(name) is not None:
             number(book[name], f"The lorebook's '{name}'")

@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from characters.cards import Card
 from chat.prompt import PromptCharacter
+from chat.rendering import render_card_text
 
 
 class Visibility(models.TextChoices):
@@ -110,6 +111,9 @@ class Character(models.Model):
         "example dialogue", blank=True, help_text="Blocks separated by <START> lines."
     )
     creator_notes = models.TextField(blank=True, help_text="Shown to people, never in prompts.")
+    # creator_notes as the character's page shows it, rendered once on save: rendering on every
+    # view cost seconds of CPU for a huge or pathological field.
+    creator_notes_html = models.TextField(blank=True, editable=False)
     post_history_instructions = models.TextField(
         blank=True, help_text="Sent after the chat history; {{original}} inserts the default."
     )
@@ -143,6 +147,14 @@ class Character(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, with `creator_notes_html` rendered from `creator_notes` (sanitized)."""
+        self.creator_notes_html = render_card_text(self.creator_notes)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "creator_notes" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "creator_notes_html"}
+        super().save(*args, **kwargs)
 
     @property
     def model_name(self) -> str:

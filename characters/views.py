@@ -25,7 +25,6 @@ from characters.import_export import export_card, import_upload
 from characters.models import Character, UserPersona, Visibility
 from characters.personas import persona_for
 from chat.prompt import expand_macros
-from chat.rendering import render_markdown
 
 SUMMARY_CHARS = 300  # of the description, read for the library's short text
 MAX_LIBRARY_TAGS = 40  # the most used tags offered as filters
@@ -113,8 +112,8 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
             "character": character,
             "description": _macros(character.description, character, user_name),
             "scenario": _macros(character.scenario, character, user_name),
-            # Untrusted card text: markdown with raw HTML off, then the nh3 allowlist.
-            "creator_notes_html": mark_safe(render_markdown(character.creator_notes)),  # noqa: S308
+            # Rendered and sanitized when the character was saved (`Character.save`).
+            "creator_notes_html": mark_safe(character.creator_notes_html),  # noqa: S308
             "greetings": greetings,
             "tags": [t for t in character.tags or [] if isinstance(t, str)],
             "is_owner": character.owner_id == request.user.pk,

@@ -6,6 +6,7 @@ transaction has committed, so a browser never hears of data it cannot load.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,8 @@ from chat import events
 from chat.access import SocketAccess
 from chat.events import render_message
 from chat.models import Conversation, Message
-from chat.prompt import Turn, build_prompt
+from chat.prompt import PromptCharacter, Turn, build_prompt
+from chat.rendering import render_card_text
 from chat.upstream import CompletionRequest
 
 
@@ -84,7 +86,7 @@ def start_conversation(user, character) -> Conversation:
                 conversation=conversation,
                 role=Message.Role.ASSISTANT,
                 content=greeting,
-                content_html=render_message(Message.Role.ASSISTANT, greeting),
+                content_html=render_card_text(greeting),
                 greeting_index=0,
             )
     return conversation
@@ -112,7 +114,7 @@ def _switch_greeting_sync(access: SocketAccess, index: int) -> Message:
         greeting.content = _expand_greeting(
             conversation.character, conversation.owner, options[index]
         )
-        greeting.content_html = render_message(greeting.role, greeting.content)
+        greeting.content_html = render_card_text(greeting.content)
         greeting.greeting_index = index
         greeting.save(update_fields=["content", "content_html", "greeting_index", "updated_at"])
     return greeting
@@ -179,10 +181,34 @@ def _check_character(conversation: Conversation) -> None:
         raise CharacterUnavailable("This character is no longer available.")
 
 
+@dataclass(frozen=True)
+class PromptInputs:
+    """Everything a reply's prompt is built from, read inside the send's database call, so that
+    building it needs no database and can run off the shared database thread."""
+
+    character: PromptCharacter | None  # None: no character, or the upstream persona alone
+    history: list[Turn]
+    user_name: str
+    user_description: str
+    context_tokens: int
+    model: str
+    temperature: float | None
+    max_tokens: int | None
+    character_id: str
+
+
+@dataclass
+class _Stored:
+    """What a send's or a retry's database call stored, and what its prompt needs."""
+
+    conversation: Conversation
+    reply: Message
+    inputs: PromptInputs
+    user_message: Message | None = None
+
+
 @database_sync_to_async
-def _post_user_message_sync(
-    access: SocketAccess, content: str, generator_channel: str
-) -> StartedReply:
+def _post_user_message_sync(access: SocketAccess, content: str, generator_channel: str) -> _Stored:
     conversation = access.conversation()
     _check_character(conversation)
     user_message = Message(
@@ -201,7 +227,7 @@ def _post_user_message_sync(
             Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     except IntegrityError as exc:
         raise ConversationBusy from exc
-    return StartedReply(conversation, reply, _prepare_request(conversation, reply), user_message)
+    return _Stored(conversation, reply, prompt_inputs(conversation, reply), user_message)
 
 
 async def post_user_message(
@@ -209,26 +235,28 @@ async def post_user_message(
 ) -> StartedReply:
     """Store the user's message and an empty streaming reply together, then announce both.
 
-    One database call does it all: re-check the socket's access, check the character, store
-    both messages and build the upstream request. A burst of sends is then served in arrival
-    order, each in one hop to the database thread instead of several interleaved ones.
+    One database call re-checks the socket's access, checks the character, stores both
+    messages and reads the history; a burst of sends is then served in arrival order, each in
+    one hop to the database thread instead of several interleaved ones. The prompt is built
+    after it, in a worker thread, so a slow lorebook never holds up anyone's database work.
     Raises AccessEnded, CharacterUnavailable, ConversationBusy or TooManyReplies, storing
     nothing.
     """
-    started = await _post_user_message_sync(access, content, generator_channel)
+    stored = await _post_user_message_sync(access, content, generator_channel)
+    started = await _started(stored)
     await events.message_created(started.user_message)
     await events.message_created(started.reply)
     return started
 
 
 @database_sync_to_async
-def _start_reply_sync(access: SocketAccess, generator_channel: str) -> StartedReply:
+def _start_reply_sync(access: SocketAccess, generator_channel: str) -> _Stored:
     conversation = access.conversation()
     _check_character(conversation)
     if not conversation.messages.filter(role=Message.Role.USER).exists():
         raise ValueError("There is no message to reply to yet.")
     reply = _create_reply(conversation, generator_channel)
-    return StartedReply(conversation, reply, _prepare_request(conversation, reply))
+    return _Stored(conversation, reply, prompt_inputs(conversation, reply))
 
 
 async def start_reply(access: SocketAccess, generator_channel: str) -> StartedReply:
@@ -237,7 +265,7 @@ async def start_reply(access: SocketAccess, generator_channel: str) -> StartedRe
     Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or ValueError
     (nothing to retry).
     """
-    started = await _start_reply_sync(access, generator_channel)
+    started = await _started(await _start_reply_sync(access, generator_channel))
     await events.message_created(started.reply)
     return started
 
@@ -278,47 +306,96 @@ def context_budget(conversation: Conversation) -> int:
 
 
 def _prompt_note(prompt) -> str:
+    notes = []
     if prompt.trimmed_turns:
         turns = "message was" if prompt.trimmed_turns == 1 else "messages were"
-        return (
+        notes.append(
             f"{prompt.trimmed_turns} older {turns} left out to fit the model's context; "
             "the character does not see them."
         )
-    if prompt.dropped_examples:
-        return "Example dialogue was left out to fit the model's context."
-    return ""
+    elif prompt.dropped_examples:
+        notes.append("Example dialogue was left out to fit the model's context.")
+    if prompt.lore_unscanned:
+        notes.append(
+            "The lorebook was only partly scanned (its keys took too long to match): "
+            f"{prompt.lore_unscanned} entries were not checked."
+        )
+    return " ".join(notes)
 
 
-def _prepare_request(conversation: Conversation, reply: Message) -> CompletionRequest:
-    """The upstream request for `reply`: persona + history, with the conversation's settings.
+def prompt_inputs(conversation: Conversation, reply: Message) -> PromptInputs:
+    """Read what `reply`'s prompt needs (the history: one query), inside the database call.
 
     When the character's prompt mode is "upstream", only the Serika persona speaks: no local
-    persona prompt is sent, just its `character_id` and the history. A note on what was left
-    out to fit the context is stored on the reply.
+    persona prompt is sent, just its `character_id` and the history.
     """
     character = conversation.character
     user_name, user_description = persona_for(conversation.owner)
     local = character is not None and not (
         character.prompt_mode == "upstream" and character.serika_character_id
     )
-    prompt = build_prompt(
-        character.as_prompt_character() if local else None,
-        history_for_reply(conversation, reply),
+    return PromptInputs(
+        character=character.as_prompt_character() if local else None,
+        history=history_for_reply(conversation, reply),
         user_name=user_name,
         user_description=user_description,
         context_tokens=context_budget(conversation),
-    )
-    note = _prompt_note(prompt)
-    if note:
-        reply.prompt_note = note
-        Message.objects.filter(pk=reply.pk).update(prompt_note=note)
-    return CompletionRequest(
         model=conversation.model,
-        messages=prompt.messages,
         temperature=conversation.temperature,
         max_tokens=conversation.max_tokens,
         character_id=character.serika_character_id if character else "",
     )
+
+
+def build_request(inputs: PromptInputs) -> tuple[CompletionRequest, str]:
+    """The upstream request and the note on what its prompt left out ("" if nothing).
+
+    No database: called in a worker thread. The lorebook's key searches share the budget
+    `CHAT_LOREBOOK_BUDGET_SECONDS`.
+    """
+    prompt = build_prompt(
+        inputs.character,
+        inputs.history,
+        user_name=inputs.user_name,
+        user_description=inputs.user_description,
+        context_tokens=inputs.context_tokens,
+        lore_budget_seconds=settings.CHAT_LOREBOOK_BUDGET_SECONDS,
+    )
+    request = CompletionRequest(
+        model=inputs.model,
+        messages=prompt.messages,
+        temperature=inputs.temperature,
+        max_tokens=inputs.max_tokens,
+        character_id=inputs.character_id,
+    )
+    return request, _prompt_note(prompt)
+
+
+@database_sync_to_async
+def _store_prompt_note(reply: Message) -> None:
+    Message.objects.filter(pk=reply.pk).update(prompt_note=reply.prompt_note)
+
+
+async def _started(stored: _Stored) -> StartedReply:
+    """Build the stored reply's request off the database thread; store its note, if any.
+
+    All database work of a send runs on one shared thread (Channels' `database_sync_to_async`),
+    so a prompt built there (a lorebook's searches can take up to the scan budget) held up
+    every user's sends, sockets, flushes and heartbeats meanwhile. A worker thread of the
+    default executor builds it instead, while the reply is marked alive as the heartbeat would.
+    Only a reply whose prompt left something out costs a second (one UPDATE) call, before the
+    reply is announced with its note.
+    """
+    building = asyncio.ensure_future(asyncio.to_thread(build_request, stored.inputs))
+    while not (await asyncio.wait({building}, timeout=settings.CHAT_HEARTBEAT_INTERVAL))[0]:
+        # No generation holds the reply yet, so no heartbeat marks it: without this, a
+        # sweep (this process's or another's) would take a slow build for a dead process.
+        await touch_replies([stored.reply.pk])
+    request, note = building.result()
+    if note:
+        stored.reply.prompt_note = note
+        await _store_prompt_note(stored.reply)
+    return StartedReply(stored.conversation, stored.reply, request, stored.user_message)
 
 
 # The writes that keep live replies alive (flushes, heartbeats, the sweep) run on a thread of

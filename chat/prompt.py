@@ -30,12 +30,18 @@ example dialogues go first (last first), then history turns oldest first; the le
 message, the post-history instructions and the latest user turn are never dropped, even when that
 still does not fit. The lorebook is part of the leading system message, so only its own
 ``token_budget`` limits it.
+
+Scan budget: ``lore_budget_seconds`` bounds the time all lorebook key searches of one prompt take
+together (each regex search is also capped at ``REGEX_KEY_TIMEOUT``). Once it is spent, the
+entries still undecided are treated as not activated, in card order, and the prompt says how many
+went unchecked (``Prompt.lore_unscanned``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +132,7 @@ class Prompt:
     notes: list[str] = field(default_factory=list)
     activated_lore: list[int] = field(default_factory=list)
     dropped_lore: list[int] = field(default_factory=list)
+    lore_unscanned: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,7 @@ class LoreSelection:
     activated: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unscanned: list[int] = field(default_factory=list)
 
 
 # --- Text helpers -----------------------------------------------------------------------------
@@ -349,23 +357,74 @@ def _compile_regex_key(key: str, case_sensitive: bool) -> regex.Pattern[str] | N
         return None
 
 
-def _bounded_search(pattern: regex.Pattern[str], text: str) -> bool:
-    try:
-        return pattern.search(text, timeout=REGEX_KEY_TIMEOUT) is not None
-    except TimeoutError:
+class ScanBudget:
+    """The time left for one prompt's lorebook searches: a deadline shared by all of them.
+
+    A per-search timeout alone does not bound a send: 2,000 entries of 50 ms each are 100 s.
+    `seconds` None means unlimited. `clock` is injectable so tests can spend the budget
+    deterministically. `refused` counts the searches not run (or cut short) for want of time.
+    """
+
+    def __init__(
+        self, seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._deadline = None if seconds is None else clock() + max(0.0, seconds)
+        self.refused = 0
+
+    def left(self) -> float | None:
+        """Seconds left (None: unlimited); once none are left, counts a refused search."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - self._clock()
+        if left <= 0:
+            self.refused += 1
+        return left
+
+
+def _bounded_search(pattern: regex.Pattern[str], text: str, budget: ScanBudget) -> bool:
+    left = budget.left()
+    if left is not None and left <= 0:
         return False
+    timeout = REGEX_KEY_TIMEOUT if left is None else min(REGEX_KEY_TIMEOUT, left)
+    try:
+        # concurrent=True releases the GIL during the search, so a slow key does not also
+        # stall the event loop of the process building the prompt.
+        return pattern.search(text, timeout=timeout, concurrent=True) is not None
+    except TimeoutError:
+        if timeout < REGEX_KEY_TIMEOUT:
+            budget.refused += 1  # cut short by the budget, not by the key's own cap
+        return False
+
+
+def _budgeted(found: Callable[[str], bool], keys: Sequence[str], budget: ScanBudget) -> bool:
+    """Whether `found(key)` holds for any key, checking the budget before each key."""
+    for key in keys:
+        left = budget.left()
+        if left is not None and left <= 0:
+            return False
+        if found(key):
+            return True
+    return False
 
 
 Matcher = Callable[[Sequence[str]], bool]
 
 
 def _make_matcher(
-    keys: list[str], *, use_regex: bool, case_sensitive: bool, notes: list[str], label: str
+    keys: list[str],
+    *,
+    use_regex: bool,
+    case_sensitive: bool,
+    notes: list[str],
+    label: str,
+    budget: ScanBudget,
 ) -> Matcher:
     """Build a predicate telling whether any of `keys` occurs in any of the given texts.
 
     Plain keys match as substrings (SillyTavern's default), which also works for CJK text that
-    has no word boundaries.
+    has no word boundaries. Every search draws on `budget`; once it is spent, nothing matches.
     """
     if use_regex:
         patterns = []
@@ -377,14 +436,14 @@ def _make_matcher(
                 patterns.append(compiled)
 
         def regex_match(texts: Sequence[str]) -> bool:
-            return any(_bounded_search(p, t) for p in patterns for t in texts)
+            return any(_bounded_search(p, t, budget) for p in patterns for t in texts)
 
         return regex_match
 
     if case_sensitive:
 
         def exact_match(texts: Sequence[str]) -> bool:
-            return any(k in t for k in keys for t in texts)
+            return _budgeted(lambda k: any(k in t for t in texts), keys, budget)
 
         return exact_match
 
@@ -392,7 +451,7 @@ def _make_matcher(
 
     def folded_match(texts: Sequence[str]) -> bool:
         folded = [t.casefold() for t in texts]
-        return any(k in t for k in folded_keys for t in folded)
+        return _budgeted(lambda k: any(k in t for t in folded), folded_keys, budget)
 
     return folded_match
 
@@ -415,7 +474,7 @@ class _LoreEntry:
 
 
 def _parse_entry(
-    raw: Any, index: int, *, char_name: str, user_name: str, notes: list[str]
+    raw: Any, index: int, *, char_name: str, user_name: str, notes: list[str], budget: ScanBudget
 ) -> _LoreEntry | None:
     """Normalise one raw entry; None for entries that can never contribute to the prompt."""
     if not isinstance(raw, Mapping) or not _flag(raw.get("enabled"), True):
@@ -436,7 +495,12 @@ def _parse_entry(
         if not keys:
             return None
         return _make_matcher(
-            keys, use_regex=use_regex, case_sensitive=case_sensitive, notes=notes, label=label
+            keys,
+            use_regex=use_regex,
+            case_sensitive=case_sensitive,
+            notes=notes,
+            label=label,
+            budget=budget,
         )
 
     selective = _flag(raw.get("selective"), False)
@@ -500,6 +564,8 @@ def activate_lorebook(
     *,
     char_name: str,
     user_name: str,
+    budget_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> LoreSelection:
     """Select the lorebook entries that fire for `history` and order them for the prompt.
 
@@ -516,6 +582,11 @@ def activate_lorebook(
     Fired entries are sorted by `insertion_order` ascending (ties: card order). If their content
     exceeds a positive `token_budget`, entries are discarded lowest `priority` first (ties: lower
     `insertion_order` first, then later in the card first) until the rest fits.
+
+    All key searches together may take `budget_seconds` (None: no limit), timed by `clock`.
+    Entries are checked in card order; once the budget is spent, an entry whose decision needed
+    a search is not activated and is listed in `unscanned` (entries that need none, such as
+    constants, are still decided).
     """
     if not isinstance(book, Mapping):
         return LoreSelection()
@@ -523,11 +594,14 @@ def activate_lorebook(
     if not isinstance(raw_entries, list):
         return LoreSelection()
     notes: list[str] = []
+    budget = ScanBudget(budget_seconds, clock)
     entries = [
         entry
         for index, raw in enumerate(raw_entries)
         if (
-            entry := _parse_entry(raw, index, char_name=char_name, user_name=user_name, notes=notes)
+            entry := _parse_entry(
+                raw, index, char_name=char_name, user_name=user_name, notes=notes, budget=budget
+            )
         )
         is not None
     ]
@@ -542,14 +616,22 @@ def activate_lorebook(
     ]
     assistant_turns = sum(1 for turn in history if turn.role == "assistant")
 
+    unscanned: set[int] = set()
+
     def scan(candidates: list[_LoreEntry], extra: list[str]) -> list[_LoreEntry]:
-        return [
-            e
-            for e in candidates
-            if _entry_fires(
+        fired = []
+        for e in candidates:
+            refused = budget.refused
+            fires = _entry_fires(
                 e, history_texts, extra, book_depth=book_depth, assistant_turns=assistant_turns
             )
-        ]
+            if budget.refused > refused:
+                # A search this entry needed did not run (or was cut short): its answer is
+                # unknown, and an unknown entry stays out (an unrun exclude key is no "no").
+                unscanned.add(e.index)
+            elif fires:
+                fired.append(e)
+        return fired
 
     active = scan(entries, [])
     if _flag(book.get("recursive_scanning"), False):
@@ -579,6 +661,13 @@ def activate_lorebook(
                 + ", ".join(str(i) for i in dropped)
             )
         active = [e for e in active if e.index not in dropped]
+    # Entries that fired in a later recursion pass were checked after all.
+    unscanned -= {e.index for e in active} | set(dropped)
+    if unscanned:
+        notes.append(
+            f"lorebook scan budget of {budget_seconds:g} s spent: {len(unscanned)} of "
+            f"{len(entries)} entries were not checked"
+        )
 
     return LoreSelection(
         before=[e.content for e in active if not e.after_char],
@@ -587,6 +676,7 @@ def activate_lorebook(
         + [e.index for e in active if e.after_char],
         dropped=dropped,
         notes=notes,
+        unscanned=sorted(unscanned),
     )
 
 
@@ -655,12 +745,15 @@ def build_prompt(
     default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     context_tokens: int | None = None,
     default_post_history_instructions: str = "",
+    lore_budget_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Prompt:
     """Assemble the messages for one completion request.
 
     `history` is the stored chat, oldest first (the greeting is its first assistant turn when the
     app stored it). `context_tokens` is the budget for the whole prompt as measured by
     :func:`count_message_tokens` (None = unlimited; reserve the reply's tokens before calling).
+    `lore_budget_seconds` bounds all lorebook searches together (see :func:`activate_lorebook`).
     See the module docstring for the message layout and the trimming order.
     """
     if character is None:
@@ -679,7 +772,12 @@ def build_prompt(
         return expand_macros(text, char_name=char_name, user_name=user_name).strip()
 
     lore = activate_lorebook(
-        character.character_book, history, char_name=char_name, user_name=user_name
+        character.character_book,
+        history,
+        char_name=char_name,
+        user_name=user_name,
+        budget_seconds=lore_budget_seconds,
+        clock=clock,
     )
     description = expand(character.description)
     personality = expand(character.personality)
@@ -721,4 +819,5 @@ def build_prompt(
         notes=[*lore.notes, *fitted.notes],
         activated_lore=lore.activated,
         dropped_lore=lore.dropped,
+        lore_unscanned=len(lore.unscanned),
     )

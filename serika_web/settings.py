@@ -230,6 +230,10 @@ CHAT_HEARTBEAT_INTERVAL = env.float("CHAT_HEARTBEAT_INTERVAL", default=5.0)
 CHAT_SAVE_RETRY_SECONDS = env.float("CHAT_SAVE_RETRY_SECONDS", default=300.0)
 # Replies one member may have streaming at once, across all their conversations and processes.
 CHAT_MAX_CONCURRENT_PER_USER = env.int("CHAT_MAX_CONCURRENT_PER_USER", default=3)
+# Seconds all lorebook key searches of one send may take together. A card's regex keys can
+# backtrack for their whole 50 ms cap each; with thousands of entries that was minutes per send.
+# Entries not checked in time do not fire, and the reply says the lorebook was partly scanned.
+CHAT_LOREBOOK_BUDGET_SECONDS = env.float("CHAT_LOREBOOK_BUDGET_SECONDS", default=0.5)
 
 LOGGING = {
     "version": 1,

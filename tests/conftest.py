@@ -79,6 +79,22 @@ def character(db):
     )
 
 
+def admin_change_form(admin_client, character) -> tuple[str, dict[str, Any]]:
+    """The admin change page of `character` and its form's current values, ready to post back
+    (active; avatar and groups left out)."""
+    from django.urls import reverse
+
+    url = reverse("admin:characters_character_change", args=[character.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {
+        name: form[name].value() if form[name].value() is not None else ""
+        for name in form.fields
+        if name not in {"avatar", "groups"}
+    }
+    data["is_active"] = "on"
+    return url, data
+
+
 def session_cookie(user) -> str:
     client = Client()
     client.force_login(user)

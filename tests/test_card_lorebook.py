@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from characters.card_lorebook import (
+    MAX_KEY_CHARS,
+    MAX_KEYS_PER_ENTRY,
+    MAX_LOREBOOK_ENTRIES,
+    MAX_REGEX_KEY_CHARS,
     character_book_for_v2,
     character_book_for_v3,
     normalize_character_book,
@@ -167,3 +171,66 @@ def test_v2_export_strips_decorators_but_keeps_plain_content():
 def test_exporting_no_lorebook_gives_none():
     assert character_book_for_v2(None) is None
     assert character_book_for_v3(None) is None
+
+
+# --- size limits ---------------------------------------------------------------------------------
+
+
+def entries(n: int, **fields) -> list[dict]:
+    return [{"keys": [f"k{i}"], "content": "x", **fields} for i in range(n)]
+
+
+def test_a_lorebook_at_every_limit_is_accepted():
+    book = {"entries": entries(MAX_LOREBOOK_ENTRIES)}
+    book["entries"][0] = {
+        "keys": ["k" * MAX_KEY_CHARS] * (MAX_KEYS_PER_ENTRY - 1),
+        "secondary_keys": ["s"],
+        "content": "x",
+    }
+    book["entries"][1] = {"keys": ["r" * MAX_REGEX_KEY_CHARS], "content": "x", "use_regex": True}
+
+    assert len(normalize_character_book(book)["entries"]) == MAX_LOREBOOK_ENTRIES
+
+
+def test_a_lorebook_with_too_many_entries_is_refused_naming_the_limit():
+    with pytest.raises(CardError, match="The lorebook has 1,001 entries; at most 1,000"):
+        normalize_character_book({"entries": entries(MAX_LOREBOOK_ENTRIES + 1)})
+
+
+def test_an_entry_with_too_many_keys_is_refused_naming_the_entry_and_the_limit():
+    entry = {"keys": ["a"] * 60, "secondary_keys": ["b"] * 41, "content": "x"}
+
+    with pytest.raises(CardError, match=r"Lorebook entry 2 has 101 keys; .* at most 100"):
+        normalize_character_book({"entries": [{"content": "x"}, entry]})
+
+
+def test_a_key_too_long_is_refused():
+    entry = {"keys": ["ok", "k" * (MAX_KEY_CHARS + 1)], "content": "x"}
+
+    with pytest.raises(CardError, match="Lorebook entry 1 has a key of 1,001 characters"):
+        normalize_character_book({"entries": [entry]})
+
+
+def test_a_regex_key_has_a_shorter_limit_than_a_plain_key():
+    long_key = "(a|aa)+" * 100  # 700 characters
+    plain = {"keys": [long_key], "content": "x"}
+    regex = {"keys": [long_key], "content": "x", "use_regex": True}
+
+    assert normalize_character_book({"entries": [plain]})
+    with pytest.raises(CardError, match=r"regex key of 700 characters .* at most 500"):
+        normalize_character_book({"entries": [regex]})
+
+
+def test_a_long_secondary_key_counts_too():
+    entry = {"keys": ["k"], "secondary_keys": ["s" * (MAX_KEY_CHARS + 1)], "content": "x"}
+
+    with pytest.raises(CardError, match="a key of 1,001 characters"):
+        normalize_character_book({"entries": [entry]})
+
+
+def test_a_lorebook_with_too_much_text_is_refused_naming_the_limit():
+    # Twenty entries of 50,001 characters: each fine alone, a megabyte together.
+    book = {"entries": [{"keys": ["k"], "content": "x" * 50_000} for _ in range(20)]}
+
+    with pytest.raises(CardError, match="hold 1,000,020 characters; at most 1,000,000"):
+        normalize_character_book(book)

@@ -33,6 +33,7 @@ from tests.card_corpus import (
     v3_card,
     with_bad_crc,
 )
+from tests.conftest import admin_change_form
 
 
 def reloaded(character: Character) -> Character:
@@ -323,6 +324,33 @@ def test_the_admin_change_form_refuses_malformed_card_json(admin_client):
     assert response.status_code == 200
     assert "tags must be a list of text" in response.content.decode()
     assert not Character.objects.exists()
+
+
+def too_big_lorebook() -> dict:
+    """One entry more than a lorebook may have."""
+    return {"entries": [{"keys": [f"k{i}"], "content": "x"} for i in range(1001)]}
+
+
+def test_a_card_with_a_lorebook_over_the_limit_is_refused_and_saves_nothing(db, alice):
+    card = v2_card()
+    card["data"]["character_book"] = too_big_lorebook()
+
+    with pytest.raises(CardError, match="The lorebook has 1,001 entries; at most 1,000"):
+        import_card_file(to_json_bytes(card), "huge.json", alice)
+
+    assert not Character.objects.exists()
+
+
+def test_the_admin_change_form_refuses_a_lorebook_over_the_limit(admin_client):
+    character, _ = import_card_file(to_json_bytes(v2_card()), "aiko.json", None)
+    url, data = admin_change_form(admin_client, character)
+    data["character_book"] = json.dumps(too_big_lorebook())
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 200
+    assert "at most 1,000 are allowed" in response.content.decode()
+    assert reloaded(character).character_book == character.character_book
 
 
 # --- Management commands -----------------------------------------------------------------------

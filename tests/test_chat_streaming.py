@@ -198,28 +198,12 @@ async def test_an_idle_server_forwards_each_token_as_its_own_delta(
     assert done["content"] == "".join(tokens)
 
 
-def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice, conversation):
-    from asgiref.sync import async_to_sync
+# The statements of a send's one database call (see the first test below).
+def _send_statements() -> list[str]:
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
-    from chat.access import SocketAccess
-
-    client.force_login(alice)
-    access = SocketAccess(client.session.session_key, alice.pk, conversation.pk)
-    with CaptureQueriesContext(connection) as captured:
-        started = async_to_sync(actions.post_user_message)(access, "Hi there", "channel")
-    statements = [
-        q["sql"].split()[0] + " " + re.search(r'(?:FROM|INTO|^UPDATE)\s+"(\w+)"', q["sql"])[1]
-        for q in captured.captured_queries
-        if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
-    ]
-    # The session, the user, the conversation with its character, owner and persona (one
-    # query), then the owner's streaming replies counted against the cap (on PostgreSQL after
-    # locking the owner's row), both messages in one INSERT with the conversation's timestamp,
-    # then the history for the prompt.
     lock = ["SELECT auth_user"] if connection.features.has_select_for_update else []
-    assert statements == [
+    return [
         "SELECT django_session",
         "SELECT auth_user",
         "SELECT chat_conversation",
@@ -229,8 +213,63 @@ def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice,
         "UPDATE chat_conversation",
         "SELECT chat_message",
     ]
+
+
+def send_and_capture(client, user, conversation, content: str):
+    """Send `content` as `user`; return the StartedReply and the statements it ran."""
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.access import SocketAccess
+
+    client.force_login(user)
+    access = SocketAccess(client.session.session_key, user.pk, conversation.pk)
+    with CaptureQueriesContext(connection) as captured:
+        started = async_to_sync(actions.post_user_message)(access, content, "channel")
+    statements = [
+        q["sql"].split()[0] + " " + re.search(r'(?:FROM|INTO|^UPDATE)\s+"(\w+)"', q["sql"])[1]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ]
+    return started, statements
+
+
+def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice, conversation):
+    started, statements = send_and_capture(client, alice, conversation, "Hi there")
+    # The session, the user, the conversation with its character, owner and persona (one
+    # query), then the owner's streaming replies counted against the cap (on PostgreSQL after
+    # locking the owner's row), both messages in one INSERT with the conversation's timestamp,
+    # then the history for the prompt.
+    assert statements == _send_statements()
     assert started.request.messages[-1] == {"role": "user", "content": "Hi there"}
     assert started.reply.status == Message.Status.STREAMING
+    assert started.reply.prompt_note == ""
+
+
+def test_a_send_whose_lorebook_was_partly_scanned_says_so_with_one_more_update(
+    client, alice, settings
+):
+    from characters.models import Character
+
+    # Each search of this key backtracks until its own 50 ms cap; the budget allows about two.
+    entry = {"keys": ["/^(a|aa)+$/"], "content": "Never shown.", "use_regex": True}
+    book = {"entries": [{**entry, "insertion_order": i} for i in range(20)]}
+    character = Character.objects.create(name="Slow", character_book=book)
+    conversation = actions.start_conversation(alice, character)
+    settings.CHAT_LOREBOOK_BUDGET_SECONDS = 0.1
+
+    started, statements = send_and_capture(client, alice, conversation, "a" * 40 + "!")
+
+    # The prompt is built after the send's one database call; its note is stored by a second,
+    # made only when the prompt left something out.
+    expected = _send_statements()
+    assert statements[: len(expected)] == expected
+    assert statements[len(expected) :] == ["UPDATE chat_message"]
+    note = started.reply.prompt_note
+    assert note.startswith("The lorebook was only partly scanned")
+    assert Message.objects.get(pk=started.reply.pk).prompt_note == note
+    assert "Never shown." not in started.request.messages[0]["content"]
 
 
 def test_the_history_of_a_reply_is_this_conversation_up_to_its_latest_user_message(

@@ -14,6 +14,7 @@ from characters.cards import CardError
 from characters.import_export import import_card_file
 from characters.models import Character
 from tests.card_corpus import card_png, plain_png, to_json_bytes
+from tests.conftest import admin_change_form
 
 PAYLOAD = (
     "<script>alert(1)</script>"
@@ -193,14 +194,7 @@ def test_an_svg_avatar_is_rejected_by_the_member_form(client, alice):
 
 
 def test_an_svg_avatar_is_rejected_by_the_admin_form(admin_client, hostile):
-    url = reverse("admin:characters_character_change", args=[hostile.pk])
-    form = admin_client.get(url).context["adminform"].form
-    data = {
-        name: form[name].value() if form[name].value() is not None else ""
-        for name in form.fields
-        if name not in {"avatar", "groups"}
-    }
-    data["is_active"] = "on"
+    url, data = admin_change_form(admin_client, hostile)
     data["avatar"] = SimpleUploadedFile("a.svg", SVG, content_type="image/svg+xml")
 
     response = admin_client.post(url, data)

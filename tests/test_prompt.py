@@ -1270,3 +1270,181 @@ def test_a_catastrophic_regex_key_times_out_instead_of_stalling_the_worker():
     character = PromptCharacter(name="Evil", character_book=book)
     prompt = build_prompt(character, [Turn("user", "a" * 40 + "!")])
     assert "Never shown." not in prompt.messages[0]["content"]
+
+
+# --- lorebook scan budget -----------------------------------------------------------------------
+
+CATASTROPHIC_KEY = "/^(a|aa)+$/"  # backtracks exponentially on "aaa…a!" (the regex module
+# short-cuts the textbook ^(a+)+$, so the alternation stands in for it)
+
+
+class Ticks:
+    """A clock that advances one second each time it is read: the budget in seconds is then the
+    number of key searches allowed (the first read starts the budget)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def scan_with(lorebook: Any, *texts: str, seconds: float | None, clock=None):
+    history = [user(t) for t in texts]
+    return activate_lorebook(
+        lorebook,
+        history,
+        char_name="Serika",
+        user_name="Ann",
+        budget_seconds=seconds,
+        clock=clock or Ticks(),
+    )
+
+
+def test_without_a_scan_budget_every_entry_is_checked():
+    lore = book(*(entry([f"k{i}"], f"lore {i}") for i in range(5)))
+
+    selection = scan_with(lore, "k0 k1 k2 k3 k4", seconds=None)
+
+    assert selection.activated == [0, 1, 2, 3, 4]
+    assert selection.unscanned == []
+    assert selection.notes == []
+
+
+def test_once_the_scan_budget_is_spent_the_remaining_entries_do_not_fire():
+    lore = book(*(entry([f"k{i}"], f"lore {i}") for i in range(6)))
+
+    # 3.5 ticks: three searches run, the fourth finds the budget spent.
+    selection = scan_with(lore, "k0 k1 k2 k3 k4 k5", seconds=3.5)
+
+    assert selection.activated == [0, 1, 2]
+    assert selection.unscanned == [3, 4, 5]
+    assert selection.notes == [
+        "lorebook scan budget of 3.5 s spent: 3 of 6 entries were not checked"
+    ]
+
+
+def test_a_spent_budget_stops_every_key_search_including_later_keys_of_one_entry():
+    lore = book(entry(["miss1", "miss2", "hit"], "lore"), entry(["hit"], "other"))
+
+    selection = scan_with(lore, "hit", seconds=2.5)
+
+    assert selection.activated == []
+    assert selection.unscanned == [0, 1]
+
+
+def test_a_zero_budget_checks_no_key_but_constants_still_fire():
+    lore = book(
+        entry(["k"], "keyed"),
+        entry([], "always", constant=True),
+        entry(["k"], "@@activate\nforced"),
+    )
+
+    selection = scan_with(lore, "k", seconds=0)
+
+    assert selection.activated == [1, 2]
+    assert selection.unscanned == [0]
+
+
+def test_an_entry_whose_exclude_keys_could_not_be_checked_does_not_fire():
+    # Not knowing whether an exclude key occurs is not the same as knowing it does not.
+    lore = book(entry([], "@@exclude_keys secret\nshown only without secret", constant=True))
+
+    selection = scan_with(lore, "the secret", seconds=0)
+
+    assert selection.activated == []
+    assert selection.unscanned == [0]
+
+
+def test_entries_checked_within_the_budget_keep_their_insertion_order():
+    lore = book(
+        entry(["k"], "third", insertion_order=30),
+        entry(["k"], "first", insertion_order=10),
+        entry(["k"], "second", insertion_order=20),
+        entry(["k"], "never checked", insertion_order=0),
+    )
+
+    selection = scan_with(lore, "k", seconds=3.5)
+
+    # Card order decides what is checked; insertion order still decides the prompt order.
+    assert selection.activated == [1, 2, 0]
+    assert selection.before == ["first", "second", "third"]
+    assert selection.unscanned == [3]
+
+
+def tower_book() -> dict[str, Any]:
+    """Entry 0 fires on "start"; its content fires entry 1 in the recursion pass."""
+    return book(
+        entry(["start"], "mentions the tower"),
+        entry(["tower"], "the tower's lore"),
+        recursive_scanning=True,
+    )
+
+
+def test_recursive_passes_draw_on_the_same_budget():
+    lore = tower_book()
+
+    # Two searches: pass one checks both entries, the recursion pass has none left.
+    selection = scan_with(lore, "start", seconds=2.5)
+
+    assert selection.activated == [0]
+    assert selection.unscanned == [1]
+
+
+def test_an_entry_checked_too_late_in_one_pass_but_fired_in_a_later_one_is_not_unscanned():
+    lore = tower_book()
+
+    selection = scan_with(lore, "start", seconds=3.5)
+
+    assert selection.activated == [0, 1]
+    assert selection.unscanned == []
+
+
+def test_a_regex_search_cut_short_by_the_budget_counts_as_unchecked():
+    # Real time: the budget (20 ms) ends before the key's own 50 ms cap does.
+    lore = book(entry([CATASTROPHIC_KEY], "never shown", use_regex=True))
+
+    selection = activate_lorebook(
+        lore, [user("a" * 40 + "!")], char_name="S", user_name="A", budget_seconds=0.02
+    )
+
+    assert selection.activated == []
+    assert selection.unscanned == [0]
+
+
+def test_a_regex_key_that_times_out_on_its_own_cap_is_a_miss_not_unchecked():
+    lore = book(entry([CATASTROPHIC_KEY], "never shown", use_regex=True))
+
+    selection = activate_lorebook(
+        lore, [user("a" * 40 + "!")], char_name="S", user_name="A", budget_seconds=30.0
+    )
+
+    assert selection.activated == []
+    assert selection.unscanned == []
+
+
+def test_many_catastrophic_regex_entries_stop_at_the_budget_not_at_one_timeout_each():
+    # 400 entries at 50 ms each would be 20 s; the budget ends the scan after about 0.2 s and
+    # says so. (No timing assert: the unchecked entries show the budget stopped it.)
+    lore = book(
+        *(entry([CATASTROPHIC_KEY], f"lore {i}", use_regex=True) for i in range(400)),
+        entry([], "constant lore", constant=True),
+    )
+    character = char(character_book=lore)
+
+    prompt = build(character, [user("a" * 40 + "!")], lore_budget_seconds=0.2)
+
+    assert 390 <= prompt.lore_unscanned <= 400
+    assert "constant lore" in system(prompt)
+    assert "lore 399" not in system(prompt)
+    assert any(note.startswith("lorebook scan budget of 0.2 s spent") for note in prompt.notes)
+
+
+def test_build_prompt_reports_no_unscanned_lore_within_the_budget():
+    lore = book(entry(["k"], "lore"))
+
+    prompt = build(char(character_book=lore), [user("k")], lore_budget_seconds=10.0)
+
+    assert prompt.lore_unscanned == 0
+    assert "lore" in system(prompt)

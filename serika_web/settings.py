@@ -4,6 +4,7 @@ Everything a deployment changes is read from the environment (or an optional `.e
 manage.py) through django-environ; README.md lists each variable with its default.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "csp",
+    "axes",
     "characters",
     "chat",
 ]
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "serika_web.urls"
@@ -131,6 +135,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (our login page and the admin's): after this many failed logins for one
+# username, or from one client address, that username or address is refused for the cool-off,
+# even with the right password. Attempts are database rows, so every process sees them.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Our page (HTTP 429 with Retry-After) says when to try again and whom to ask.
+AXES_LOCKOUT_CALLABLE = "serika_web.security.lockout_response"
+# A successful login forgets that account's earlier failures.
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR: behind a proxy, daphne's --proxy-headers puts the client's
+# own address there (from X-Forwarded-For), so nothing spoofable is read here.
+AXES_CLIENT_IP_CALLABLE = "serika_web.security.client_ip"
+# Failed logins are logged with their username and address (axes masks both by default) so an
+# admin can tell who was targeted from where; passwords are never part of axes' log lines.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -181,6 +181,9 @@ STORAGES = {
         else "servestatic.storage.CompressedManifestStaticFilesStorage",
     },
 }
+# Request bodies larger than this are refused (413) while they arrive, before daphne buffers
+# them (serika_web/body_limit.py, installed by serika_web.serve); above the largest card upload.
+HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # Uploaded avatars and cards are read into memory; bound them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024

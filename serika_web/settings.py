@@ -97,8 +97,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # PRAGMAs on) a fresh one, which cost a quarter of the relay's CPU under load.
     DATABASES["default"]["CONN_MAX_AGE"] = None
 else:
-    # Keep connections between requests; health checks drop ones the server closed.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A bounded pool of connections per process (Django's psycopg pool). Without it every
+    # concurrent request has a thread, and every thread its own connection: a burst of page
+    # loads opened more than PostgreSQL's max_connections (100 by default) and failed. With it,
+    # a request borrows a connection and gives it back when it ends, as does each ORM call of a
+    # websocket; when all are busy it waits up to DATABASE_POOL_TIMEOUT, then gets a 503 page.
+    # 20 per process lets four processes (80) fit the default 100, with room for admin work.
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+    # Long enough for a burst to drain: 500 members opening chats at once on two processes
+    # (2 cores) took 30 s, and a 5 s wait turned a fifth of them into 503s (bench/open_chats.py).
+    DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=30.0)
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "pool": {
+            "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+        },
+    }
+    # Pooling requires it: connections go back to the pool, not kept per thread.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it: one dropped by a database restart is
+    # replaced instead of failing the request that drew it.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

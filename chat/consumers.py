@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError
 
 from chat import actions, events, generation
 from chat.access import (
@@ -29,6 +30,8 @@ from chat.models import Message
 log = logging.getLogger(__name__)
 
 _SYNC_LIMIT = 500
+# RFC 6455 "try again later": the database could not be reached while opening the socket.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 @database_sync_to_async
@@ -90,7 +93,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await aget_conversation_for_user(self.user, conversation_id)
+        try:
+            self.conversation = await aget_conversation_for_user(self.user, conversation_id)
+        except DatabaseError as exc:
+            log.warning("Socket refused, database unavailable: %s", exc)
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
         if self.conversation is None:
             await self.accept()
             await self.close(code=CLOSE_NOT_FOUND)
@@ -145,6 +154,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except AccessEnded as exc:
             await self.close(code=exc.code)
+        except DatabaseError as exc:
+            # No connection in time (every pooled one busy for DATABASE_POOL_TIMEOUT) or the
+            # database is down: the frame's transaction rolled back, so say so and stay open.
+            log.warning("Frame %r refused, database unavailable: %s", frame["type"], exc)
+            await self.send_error("unavailable", "The server is busy. Try again in a moment.")
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         after = frame.get("after", 0)

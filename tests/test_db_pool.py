@@ -15,7 +15,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from bench.open_chats import ConnectionCounter, make_members, open_chats
+from chat import actions
+from chat.models import Message
 from tests import live
+from tests.fake_upstream import Reply
 
 static_root = live.static_root
 daphne_servers = live.daphne_servers
@@ -106,6 +109,32 @@ def test_a_request_that_cannot_get_a_connection_in_time_gets_a_readable_503(daph
     assert "couldn't get a connection" in output  # the pool's own message, logged
     # The pool's error is logged as itself, not as a broken session.
     assert "has no attribute '_session_cache'" not in output
+
+
+async def test_a_frame_that_cannot_get_a_connection_in_time_is_refused_and_the_socket_stays(
+    daphne_servers, upstream, alice, character
+):
+    (server,) = start_servers(
+        daphne_servers, 1, DATABASE_POOL_MAX_SIZE="1", DATABASE_POOL_TIMEOUT="1"
+    )
+    conversation = await live.in_thread(lambda: actions.start_conversation(alice, character))
+    ws = await live.open_socket(server, alice, conversation.pk)
+    cookie = await live.in_thread(lambda: live.session_cookie(alice))
+
+    with a_page_load_holding_the_only_connection(server, cookie):
+        await ws.send({"type": "message.send", "content": "anyone there?"})
+        error = await ws.receive_until(lambda f: f["type"] == "error")
+    assert error["code"] == "unavailable"
+    assert not await live.in_thread(
+        lambda: Message.objects.filter(content="anyone there?").exists()
+    )
+
+    # Once the database answers again, the same socket works.
+    upstream.enqueue(Reply(tokens=["Here ", "I am."]))
+    await ws.send({"type": "message.send", "content": "anyone there now?"})
+    done = await ws.receive_until(lambda f: f["type"] == "message.done")
+    assert done["message"]["content"] == "Here I am."
+    await ws.close()
 
 
 def wait_for_a_lock_waiter(dbname: str, timeout: float = 15.0) -> None:

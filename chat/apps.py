@@ -7,3 +7,4 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import signals  # noqa: F401  (connects the receivers)
+        from serika_web import checks  # noqa: F401  (registers the deployment checks)

@@ -55,7 +55,8 @@ _streaming_reply = database_sync_to_async(_streaming_reply_sync)
 
 # Said when the database cannot be reached: nothing was stored, the browser keeps the text.
 UNAVAILABLE = "The server cannot reach its database right now; nothing was saved. Try again soon."
-# Closes a socket that could not be set up for a passing reason; the browser reconnects.
+# RFC 6455 "try again later": the database could not be reached while opening the socket;
+# the browser reconnects.
 CLOSE_TRY_AGAIN = 1013
 
 

@@ -4,6 +4,8 @@ daphne builds its event loop when `daphne.server` is first imported, from the lo
 force then; installing uvloop's policy before that import puts Twisted's asyncio reactor, and so
 every websocket frame, upstream read and task switch, on uvloop, which costs less CPU per
 relayed token than asyncio's default loop (measured in docs/benchmarks.md). Options are daphne's.
+
+It also bounds request bodies while they arrive (HTTP_MAX_BODY_BYTES), which plain daphne cannot.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ def install_uvloop() -> bool:
 
 
 def main() -> None:
-    """daphne's command line, on uvloop."""
+    """daphne's command line, on uvloop, with request bodies bounded (serika_web/body_limit.py)."""
     install_uvloop()
+    from serika_web import body_limit
+
+    body_limit.install()
     from daphne.cli import CommandLineInterface
 
     sys.argv[0] = "daphne"

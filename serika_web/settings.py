@@ -4,6 +4,7 @@ Everything a deployment changes is read from the environment (or an optional `.e
 manage.py) through django-environ; README.md lists each variable with its default.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "csp",
+    "axes",
     "characters",
     "chat",
 ]
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "serika_web.urls"
@@ -93,8 +97,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # PRAGMAs on) a fresh one, which cost a quarter of the relay's CPU under load.
     DATABASES["default"]["CONN_MAX_AGE"] = None
 else:
-    # Keep connections between requests; health checks drop ones the server closed.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A bounded pool of connections per process (Django's psycopg pool). Without it every
+    # concurrent request has a thread, and every thread its own connection: a burst of page
+    # loads opened more than PostgreSQL's max_connections (100 by default) and failed. With it,
+    # a request borrows a connection and gives it back when it ends, as does each ORM call of a
+    # websocket; when all are busy it waits up to DATABASE_POOL_TIMEOUT, then gets a 503 page.
+    # 20 per process lets four processes (80) fit the default 100, with room for admin work.
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+    # Long enough for a burst to drain: 500 members opening chats at once on two processes
+    # (2 cores) took 30 s, and a 5 s wait turned a fifth of them into 503s (bench/open_chats.py).
+    DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=30.0)
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "pool": {
+            "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+        },
+    }
+    # Pooling requires it: connections go back to the pool, not kept per thread.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it: one dropped by a database restart is
+    # replaced instead of failing the request that drew it.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -133,6 +157,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (our login page and the admin's): after this many failed logins for one
+# username, or from one client address, that username or address is refused for the cool-off,
+# even with the right password. Attempts are database rows, so every process sees them.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Our page (HTTP 429 with Retry-After) says when to try again and whom to ask.
+AXES_LOCKOUT_CALLABLE = "serika_web.security.lockout_response"
+# A successful login forgets that account's earlier failures.
+AXES_RESET_ON_SUCCESS = True
+# The client address is REMOTE_ADDR: behind a proxy, daphne's --proxy-headers puts the client's
+# own address there (from X-Forwarded-For), so nothing spoofable is read here.
+AXES_CLIENT_IP_CALLABLE = "serika_web.security.client_ip"
+# Failed logins are logged with their username and address (axes masks both by default) so an
+# admin can tell who was targeted from where; passwords are never part of axes' log lines.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -158,6 +203,9 @@ STORAGES = {
         else "servestatic.storage.CompressedManifestStaticFilesStorage",
     },
 }
+# Request bodies larger than this are refused (413) while they arrive, before daphne buffers
+# them (serika_web/body_limit.py, installed by serika_web.serve); above the largest card upload.
+HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # Uploaded avatars and cards are read into memory; bound them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024

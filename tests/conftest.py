@@ -154,8 +154,16 @@ async def connect(request) -> AsyncIterator:
 
     sockets: list[ChatSocket] = []
 
-    async def _connect(user=None, conversation_id: int = 0, origin: str = "http://127.0.0.1:8000"):
-        headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
+    async def _connect(
+        user=None,
+        conversation_id: int = 0,
+        origin: str | None = "http://127.0.0.1:8000",
+        host: str = "127.0.0.1:8000",
+        extra_headers: list[tuple[bytes, bytes]] = (),
+    ):
+        headers = [(b"host", host.encode()), *extra_headers]
+        if origin is not None:
+            headers.append((b"origin", origin.encode()))
         if user is not None:
             cookie = await asyncio.to_thread(session_cookie, user)
             headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode()))

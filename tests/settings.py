@@ -40,3 +40,13 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Short intervals so durability tests need not wait long.
 CHAT_FLUSH_INTERVAL = 0.2
 CHAT_HEARTBEAT_INTERVAL = 0.5
+
+if "pool" in DATABASES["default"].get("OPTIONS", {}):
+    # No pool in the test process itself: its async tests run ORM calls in throwaway threads
+    # (sync_to_async, asyncio.to_thread) that never close their connection, and a pooled
+    # connection goes back only when closed, so twenty such calls would drain the pool. The
+    # daphne processes the tests start use serika_web.settings, pool included
+    # (tests/test_db_pool.py).
+    DATABASES["default"]["OPTIONS"] = {
+        k: v for k, v in DATABASES["default"]["OPTIONS"].items() if k != "pool"
+    }

@@ -115,3 +115,47 @@ async def test_a_character_made_private_since_the_chat_began_can_no_longer_be_ta
     assert error["code"] == "character_unavailable"
     assert not await Message.objects.filter(content="still there?").aexists()
     assert upstream.requests == []
+
+
+def change_password_in_the_admin(admin, user, password: str):
+    client = Client()
+    client.force_login(admin)
+    return client.post(
+        f"/admin/auth/user/{user.pk}/password/",
+        {"password1": password, "password2": password, "usable_password": "true"},
+    )
+
+
+async def test_an_admin_changing_a_password_closes_that_members_sockets_at_once(
+    connect, alice, admin_user, conversation
+):
+    ws = await connect(alice, conversation.pk)
+    response = await sync_to_async(change_password_in_the_admin)(
+        admin_user, alice, "a-new-long-password"
+    )
+    assert response.status_code == 302
+    # Closed without the socket sending anything.
+    output = await ws.communicator.receive_output(timeout=2)
+    assert output == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+async def test_a_password_set_in_code_closes_the_sockets_too(connect, alice, conversation):
+    # As `manage.py changepassword` does.
+    ws = await connect(alice, conversation.pk)
+
+    def change() -> None:
+        alice.set_password("another-long-password")
+        alice.save()
+
+    await sync_to_async(change)()
+    output = await ws.communicator.receive_output(timeout=2)
+    assert output == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+async def test_saving_a_member_without_a_new_password_leaves_their_sockets_open(
+    connect, alice, conversation
+):
+    ws = await connect(alice, conversation.pk)
+    alice.first_name = "Alice"
+    await alice.asave()
+    assert await ws.communicator.receive_nothing(timeout=0.5)

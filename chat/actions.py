@@ -437,13 +437,13 @@ class ReplyOutcome:
 
 
 @database_sync_to_async
-def _finish_reply_sync(reply: Message, outcome: ReplyOutcome) -> Message:
+def _finish_reply_sync(reply: Message, outcome: ReplyOutcome, html: str) -> Message:
     # The reply as created by this process: one UPDATE of the fields that change, no re-read.
     # A copy: the generation's own instance still answers snapshot requests meanwhile.
     reply = copy.copy(reply)
     reply.status = outcome.status
     reply.content = outcome.content
-    reply.content_html = render_message(reply.role, outcome.content)
+    reply.content_html = html
     reply.finish_reason = outcome.finish_reason
     reply.error_code = outcome.error_code
     reply.error = outcome.error
@@ -460,8 +460,13 @@ def _finish_reply_sync(reply: Message, outcome: ReplyOutcome) -> Message:
 
 
 async def finish_reply(reply: Message, outcome: ReplyOutcome, seq: int) -> Message:
-    """Store a reply's final state with all the text that arrived, then announce it."""
-    reply = await _finish_reply_sync(reply, outcome)
+    """Store a reply's final state with all the text that arrived, then announce it.
+
+    The text is rendered in a worker thread first: a long reply's markdown would otherwise hold
+    Channels' one shared database thread, and everyone's database work with it.
+    """
+    html = await asyncio.to_thread(render_message, reply.role, outcome.content)
+    reply = await _finish_reply_sync(reply, outcome, html)
     await events.message_done(reply, seq)
     return reply
 

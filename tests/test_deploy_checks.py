@@ -14,7 +14,7 @@ from serika_web.checks import (
 
 POSTGRES = {"ENGINE": "django.db.backends.postgresql", "NAME": "serika"}
 SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "serika.sqlite3"}
-IN_MEMORY = {"default": {"BACKEND": "chat.layers.InMemoryChannelLayer"}}
+IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 REDIS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
 
 

@@ -280,7 +280,9 @@ async def test_first_delay_and_gap(upstream: FakeUpstream, client: httpx.AsyncCl
             arrivals.append(time.monotonic() - started)
     assert arrivals[0] < 0.25  # the role chunk is not delayed
     assert arrivals[1] >= 0.29  # the first token is
-    assert arrivals[4] - arrivals[1] >= 0.14  # three gaps
+    # Three gaps of 0.05 s; the fake keeps an absolute schedule, so a late first token on a busy
+    # machine shortens the gaps after it.
+    assert arrivals[4] - arrivals[1] >= 0.1
 
 
 async def test_client_disconnect_mid_stream_is_counted(

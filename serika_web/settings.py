@@ -10,25 +10,35 @@ import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from serika_web.secret_key import load_or_create_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+# A checkout keeps .env and data/ beside manage.py; an installed package (`pip install .`) has
+# no folder of its own for them, so it uses the working directory's.
+INSTANCE_DIR = BASE_DIR if (BASE_DIR / "manage.py").is_file() else Path.cwd()
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+environ.Env.read_env(INSTANCE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
-# Production refuses to start without a real key; a development server may use a fixed one.
+# Where the embedded SQLite database, uploads, collected static files and the generated signing
+# key live by default.
+DATA_DIR = Path(env.str("DATA_DIR", default=str(INSTANCE_DIR / "data")))
+
+# An explicit key wins; without one, a random key is made once in DATA_DIR and reused, so a
+# first run (and every management command) works with no secret to invent.
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for a development server).")
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+    try:
+        SECRET_KEY = load_or_create_secret_key(DATA_DIR)
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"Set SECRET_KEY, or let the app keep a generated one in DATA_DIR: {exc}"
+        ) from exc
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-
-# Where the embedded SQLite database, uploads and collected static files live by default.
-DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 
 INSTALLED_APPS = [
     "daphne",
@@ -43,6 +53,8 @@ INSTALLED_APPS = [
     "csp",
     "characters",
     "chat",
+    # Management commands of the site itself (import_starter_character).
+    "serika_web",
 ]
 
 MIDDLEWARE = [
@@ -80,6 +92,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'serika.sqlite3'}"),
 }
+if "DATABASE_URL" not in env:
+    # The default SQLite file's folder, so that a first `migrate` needs no `mkdir data`.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Streaming flushes write while pages read: WAL lets readers go on during a write, the busy
     # timeout waits for the lock instead of failing, and IMMEDIATE transactions take the write lock

@@ -13,9 +13,13 @@ from django.core.exceptions import ImproperlyConfigured
 from serika_web.secret_key import load_or_create_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# templates/ and static/ are at the top of a checkout; the wheel carries them in
+# serika_web/assets/ (see pyproject.toml), which exists only in an installed package.
+INSTALLED_ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = INSTALLED_ASSETS if INSTALLED_ASSETS.is_dir() else BASE_DIR
 # A checkout keeps .env and data/ beside manage.py; an installed package (`pip install .`) has
 # no folder of its own for them, so it uses the working directory's.
-INSTANCE_DIR = BASE_DIR if (BASE_DIR / "manage.py").is_file() else Path.cwd()
+INSTANCE_DIR = Path.cwd() if INSTALLED_ASSETS.is_dir() else BASE_DIR
 
 env = environ.Env()
 environ.Env.read_env(INSTANCE_DIR / ".env", overwrite=False)
@@ -75,7 +79,7 @@ ASGI_APPLICATION = "serika_web.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [ASSETS_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -157,7 +161,7 @@ USE_TZ = True
 
 # --- Static files and uploads ----------------------------------------------------------------
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [ASSETS_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))

@@ -11,25 +11,39 @@ import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from serika_web.secret_key import load_or_create_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+# templates/ and static/ are at the top of a checkout; the wheel carries them in
+# serika_web/assets/ (see pyproject.toml), which exists only in an installed package.
+INSTALLED_ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = INSTALLED_ASSETS if INSTALLED_ASSETS.is_dir() else BASE_DIR
+# A checkout keeps .env and data/ beside manage.py; an installed package (`pip install .`) has
+# no folder of its own for them, so it uses the working directory's.
+INSTANCE_DIR = Path.cwd() if INSTALLED_ASSETS.is_dir() else BASE_DIR
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+environ.Env.read_env(INSTANCE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
-# Production refuses to start without a real key; a development server may use a fixed one.
+# Where the embedded SQLite database, uploads, collected static files and the generated signing
+# key live by default.
+DATA_DIR = Path(env.str("DATA_DIR", default=str(INSTANCE_DIR / "data")))
+
+# An explicit key wins; without one, a random key is made once in DATA_DIR and reused, so a
+# first run (and every management command) works with no secret to invent.
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for a development server).")
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+    try:
+        SECRET_KEY = load_or_create_secret_key(DATA_DIR)
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"Set SECRET_KEY, or let the app keep a generated one in DATA_DIR: {exc}"
+        ) from exc
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-
-# Where the embedded SQLite database, uploads and collected static files live by default.
-DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 
 INSTALLED_APPS = [
     "daphne",
@@ -45,10 +59,14 @@ INSTALLED_APPS = [
     "axes",
     "characters",
     "chat",
+    # Management commands of the site itself (import_starter_character).
+    "serika_web",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /healthz and /readyz, answered before Host validation and sessions (serika_web/health.py).
+    "serika_web.health.HealthCheckMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -67,7 +85,7 @@ ASGI_APPLICATION = "serika_web.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [ASSETS_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -84,6 +102,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'serika.sqlite3'}"),
 }
+if "DATABASE_URL" not in env:
+    # The default SQLite file's folder, so that a first `migrate` needs no `mkdir data`.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Streaming flushes write while pages read: WAL lets readers go on during a write, the busy
     # timeout waits for the lock instead of failing, and IMMEDIATE transactions take the write lock
@@ -189,7 +210,7 @@ USE_TZ = True
 
 # --- Static files and uploads ----------------------------------------------------------------
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [ASSETS_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
@@ -216,6 +237,8 @@ SECURE_HTTPS = env.bool("SECURE_HTTPS", default=not DEBUG)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = SECURE_HTTPS
+# Probes may use plain HTTP to a process behind the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if SECURE_HTTPS else 0)

@@ -131,8 +131,13 @@ def test_check_deploy_is_clean_under_production_settings():
     assert "no issues" in result.stdout
 
 
-def test_production_refuses_to_start_without_a_secret_key():
-    env = production_env()
+def test_production_refuses_to_start_without_a_secret_key_it_cannot_keep(tmp_path):
+    # Without SECRET_KEY a key is made in DATA_DIR (tests/test_first_run.py); where that cannot
+    # be done, the app says what to set instead of starting with a weak key.
+    (tmp_path / "a-file").write_text("")
+    env = production_env(
+        DATA_DIR=str(tmp_path / "a-file" / "data"), DATABASE_URL="sqlite://:memory:"
+    )
     env.pop("SECRET_KEY")
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],

@@ -1,0 +1,106 @@
+"""`/healthz` (the process answers) and `/readyz` (its database and channel layer answer).
+
+For load balancers, container health checks and uptime probes: unauthenticated, cheap, plain
+text. They are answered by a middleware placed right after SecurityMiddleware, before anything
+that validates the Host header, so a probe may address a process by its IP or `localhost`
+whatever `ALLOWED_HOSTS` says; `SECURE_REDIRECT_EXEMPT` lets it use plain HTTP behind a TLS
+proxy. A 503 from `/readyz` is an answer, not a server error: it is not logged as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import markcoroutinefunction, sync_to_async
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse
+
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+# Seconds each readiness check may take: a probe must answer well within a proxy's own timeout.
+CHECK_TIMEOUT = 3.0
+
+
+def _select_one() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError:
+        # A broken connection is dropped, so that the next probe (or query) connects afresh.
+        connection.close_if_unusable_or_obsolete()
+        raise
+
+
+async def check_database() -> None:
+    """Raise unless the database answers `SELECT 1` (on the ORM's thread, as every query)."""
+    await asyncio.wait_for(sync_to_async(_select_one)(), CHECK_TIMEOUT)
+
+
+async def check_channel_layer() -> None:
+    """Raise unless a message sent on a fresh channel of the layer comes back."""
+    layer = get_channel_layer()
+    async with asyncio.timeout(CHECK_TIMEOUT):
+        channel = await layer.new_channel("readyz.")
+        token = secrets.token_hex(8)
+        await layer.send(channel, {"type": "readyz.ping", "token": token})
+        message = await layer.receive(channel)
+        if message.get("token") != token:
+            raise RuntimeError("the layer returned another message")
+        # A cancelled receive is how a channel is given up (channels_redis' pub/sub layer then
+        # unsubscribes it; the in-memory layer drops its empty queue): no probe leaves one behind.
+        leftover = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)
+        leftover.cancel()
+        await asyncio.gather(leftover, return_exceptions=True)
+
+
+CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
+    "database": check_database,
+    "channel layer": check_channel_layer,
+}
+
+
+async def readiness() -> tuple[bool, str]:
+    """Run every check at once; (all passed, one line per check)."""
+    names = list(CHECKS)
+    results = await asyncio.gather(*(CHECKS[name]() for name in names), return_exceptions=True)
+    lines = []
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            reason = "timed out" if isinstance(result, TimeoutError) else type(result).__name__
+            lines.append(f"{name}: failed ({reason})")
+        else:
+            lines.append(f"{name}: ok")
+    return all(not isinstance(r, BaseException) for r in results), "\n".join(lines) + "\n"
+
+
+def _plain(text: str, status: int = 200) -> HttpResponse:
+    response = HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    # Django logs every 5xx response at ERROR ("Service Unavailable: /readyz"); a failed
+    # readiness check is the answer a probe asked for, and the failing part logs its own outage.
+    response._has_been_logged = True
+    return response
+
+
+class HealthCheckMiddleware:
+    """Answers the two probe paths before the rest of the stack (sessions, Host validation)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path == HEALTH_PATH:
+            return _plain("ok\n")
+        if request.path == READY_PATH:
+            ready, report = await readiness()
+            return _plain(report, 200 if ready else 503)
+        return await self.get_response(request)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import markcoroutinefunction
 from channels.layers import get_channel_layer
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.http import HttpRequest, HttpResponse
 
 HEALTH_PATH = "/healthz"
@@ -35,9 +36,25 @@ def _select_one() -> None:
         raise
 
 
+# A thread of the probes' own: a query waiting for a database that is down (up to
+# DATABASE_POOL_TIMEOUT for a pooled connection) must hold neither Channels' shared database
+# thread nor the probe's answer. A probe that finds it still busy times out.
+_probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
+
+
+def _select_one_and_close() -> None:
+    try:
+        _select_one()
+    finally:
+        connections.close_all()
+
+
 async def check_database() -> None:
-    """Raise unless the database answers `SELECT 1` (on the ORM's thread, as every query)."""
-    await asyncio.wait_for(sync_to_async(_select_one)(), CHECK_TIMEOUT)
+    """Raise unless the database answers `SELECT 1` within the check's time."""
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(
+        asyncio.wrap_future(_probe_thread.submit(_select_one_and_close), loop=loop), CHECK_TIMEOUT
+    )
 
 
 async def check_channel_layer() -> None:

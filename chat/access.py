@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from types import SimpleNamespace
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
@@ -26,10 +27,16 @@ def get_conversation_for_user(user, pk) -> Conversation:
         raise Http404("No such conversation.") from exc
 
 
-async def aget_conversation_for_user(user, pk) -> Conversation | None:
-    """The async twin of `get_conversation_for_user`, for consumers: None when not theirs."""
+@database_sync_to_async
+def aget_conversation_for_user(user, pk) -> Conversation | None:
+    """The async twin of `get_conversation_for_user`, for consumers: None when not theirs.
+
+    Through Channels' `database_sync_to_async`, not the ORM's `aget`: it hands the connection
+    back (to the pool, on PostgreSQL) when done, where `aget` would keep it checked out on the
+    shared thread until that thread's next query.
+    """
     try:
-        return await Conversation.objects.for_user(user).aget(pk=pk)
+        return Conversation.objects.for_user(user).get(pk=pk)
     except (Conversation.DoesNotExist, ValueError, TypeError):
         return None
 

@@ -289,7 +289,27 @@ async def new_generator_channel() -> str:
     if _control is None or _control[0] is not loop or _control[2].done():
         channel = await get_channel_layer().new_channel()
         _control = (loop, channel, loop.create_task(_route_control(channel)))
+        if events.layer_is_shared():
+            global _alive_beat
+            if _alive_beat is not None:
+                _alive_beat.cancel()
+            _alive_beat = loop.create_task(_mark_alive(channel))
     return _control[1]
+
+
+_alive_beat: asyncio.Task | None = None
+
+
+async def _mark_alive(channel: str) -> None:
+    # Its own task, apart from the database work of `_maintain`, which an outage can hold up.
+    every = min(settings.CHAT_HEARTBEAT_INTERVAL, 2.0)
+    ttl = max(settings.CHAT_HEARTBEAT_INTERVAL * 3, presence.ALIVE_SECONDS)
+    while True:
+        try:
+            await presence.mark_generator_alive(channel, ttl)
+        except Exception as exc:
+            log.debug("Could not mark this process alive in Redis: %s", exc)
+        await asyncio.sleep(every)
 
 
 def is_live(reply_id: int) -> bool:
@@ -386,7 +406,8 @@ async def _maintain() -> None:
                 if healthy_since is None:
                     healthy_since = loop.time()
                 elif loop.time() - healthy_since >= beat_every * 3:
-                    await actions.interrupt_stale_replies(beat_every * 3, list(_live))
+                    alive = await presence.alive_generators() if events.layer_is_shared() else set()
+                    await actions.interrupt_stale_replies(beat_every * 3, list(_live), alive)
             database_health.succeeded()
         except Exception as exc:
             healthy_since = None
@@ -404,11 +425,14 @@ def ensure_maintenance() -> None:
 
 async def shutdown() -> None:
     """Stop maintenance and the control listener, and end live generations; used by tests."""
-    global _maintenance, _control
+    global _maintenance, _control, _alive_beat
     _unflushed.clear()
     if _control is not None:
         _control[2].cancel()
         _control = None
+    if _alive_beat is not None:
+        _alive_beat.cancel()
+        _alive_beat = None
     if _maintenance is not None:
         _maintenance.cancel()
         with contextlib.suppress(asyncio.CancelledError, RuntimeError):

@@ -115,3 +115,33 @@ async def close() -> None:
     _others.clear()
     if client is not None:
         await client.aclose()
+
+
+# --- which generating processes are alive ------------------------------------------------------
+# A process that cannot reach the database cannot mark its live replies there, and after an
+# outage it may reach it again later than others do (its connection pool backs off). So each
+# generating process also marks its control channel alive in Redis, independently of the
+# database, and a sweep spares the replies of every process marked there.
+ALIVE_SECONDS = 10.0
+
+
+def _generators_key() -> str:
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "asgi")
+    return f"{prefix}:generators"
+
+
+async def mark_generator_alive(channel: str, ttl: float) -> None:
+    """Record that the process listening on `channel` is alive for the next `ttl` seconds."""
+    await _redis().zadd(_generators_key(), {channel: time.time() + ttl})
+
+
+async def alive_generators() -> set[str]:
+    """The control channels of the processes marked alive (empty when Redis cannot say)."""
+    now = time.time()
+    key = _generators_key()
+    try:
+        await _redis().zremrangebyscore(key, "-inf", now)
+        members = await _redis().zrangebyscore(key, now, "+inf")
+    except Exception:
+        return set()
+    return {member.decode() for member in members}

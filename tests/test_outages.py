@@ -105,6 +105,9 @@ async def test_a_reply_outlives_a_database_outage_with_every_character_shown(
         STATIC_ROOT=str(static_root),
         DATA_DIR=str(tmp_path / "data"),
         MEDIA_ROOT=str(tmp_path / "media"),
+        # A database call waits this long for a pooled connection before it fails; the default
+        # (30 s) would outlast this test's outage before the refused send is answered.
+        DATABASE_POOL_TIMEOUT="3",
     )
     manage(env, "migrate", "--noinput", "-v", "0")
     seed = json.loads(manage(env, "shell", stdin=SEED).strip().splitlines()[-1])
@@ -165,10 +168,12 @@ async def test_a_reply_outlives_a_database_outage_with_every_character_shown(
         assert "Task exception was never retrieved" not in output
         for tab in (tab_a, tab_b, idle_tab):
             await tab.close()
+    except BaseException:
+        servers.stop_all()
+        live._report_failure(request, servers.servers)
+        raise
     finally:
         servers.stop_all()
-        if request.session.testsfailed:
-            live._report_failure(request, servers.servers)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -386,12 +386,22 @@ async def _started(stored: _Stored) -> StartedReply:
     Only a reply whose prompt left something out costs a second (one UPDATE) call, before the
     reply is announced with its note.
     """
+    character = stored.inputs.character
+    if character is None or not (character.character_book or {}).get("entries"):
+        # No lorebook, nothing slow: a thread hop would cost more than the build (a
+        # millisecond or two even in a long chat).
+        request, note = build_request(stored.inputs)
+        return await _with_note(stored, request, note)
     building = asyncio.ensure_future(asyncio.to_thread(build_request, stored.inputs))
     while not (await asyncio.wait({building}, timeout=settings.CHAT_HEARTBEAT_INTERVAL))[0]:
         # No generation holds the reply yet, so no heartbeat marks it: without this, a
         # sweep (this process's or another's) would take a slow build for a dead process.
         await touch_replies([stored.reply.pk])
     request, note = building.result()
+    return await _with_note(stored, request, note)
+
+
+async def _with_note(stored: _Stored, request: CompletionRequest, note: str) -> StartedReply:
     if note:
         stored.reply.prompt_note = note
         await _store_prompt_note(stored.reply)
@@ -459,13 +469,21 @@ def _finish_reply_sync(reply: Message, outcome: ReplyOutcome, html: str) -> Mess
     return reply
 
 
+# Replies longer than this are rendered in a worker thread; shorter ones render in well under
+# a millisecond, less than the thread hop costs.
+_RENDER_INLINE_CHARS = 8_000
+
+
 async def finish_reply(reply: Message, outcome: ReplyOutcome, seq: int) -> Message:
     """Store a reply's final state with all the text that arrived, then announce it.
 
-    The text is rendered in a worker thread first: a long reply's markdown would otherwise hold
-    Channels' one shared database thread, and everyone's database work with it.
+    The text is rendered before the database call, a long one in a worker thread: its markdown
+    would otherwise hold Channels' one shared database thread, and everyone's database work.
     """
-    html = await asyncio.to_thread(render_message, reply.role, outcome.content)
+    if len(outcome.content) > _RENDER_INLINE_CHARS:
+        html = await asyncio.to_thread(render_message, reply.role, outcome.content)
+    else:
+        html = render_message(reply.role, outcome.content)
     reply = await _finish_reply_sync(reply, outcome, html)
     await events.message_done(reply, seq)
     return reply

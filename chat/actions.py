@@ -381,8 +381,9 @@ async def _started(stored: _Stored) -> StartedReply:
 
     All database work of a send runs on one shared thread (Channels' `database_sync_to_async`),
     so a prompt built there (a lorebook's searches can take up to the scan budget) held up
-    every user's sends, sockets, flushes and heartbeats meanwhile. A worker thread of the
-    default executor builds it instead, while the reply is marked alive as the heartbeat would.
+    every user's sends, sockets, flushes and heartbeats meanwhile. A lorebook character's
+    prompt (the only slow kind) is built in a worker thread of the default executor instead,
+    while the reply is marked alive as the heartbeat would; any other is built at once.
     Only a reply whose prompt left something out costs a second (one UPDATE) call, before the
     reply is announced with its note.
     """

@@ -15,6 +15,7 @@ events resyncs from the database and the generating process (see docs/architectu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -113,25 +114,22 @@ async def deliver_locally(sockets: set[LocalSocket], event: dict[str, Any]) -> N
 
 # --- the layer, for other processes -----------------------------------------------------------
 class _Publisher:
-    """One task per event loop that sends queued events to channel groups, in order; the
-    events of a conversation only while another process has a socket on it."""
+    """One task per event loop that sends queued events to their conversation's group, in
+    order, while another process has a socket on that conversation."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any], int | None]] = asyncio.Queue(
-            PUBLISH_QUEUE_SIZE
-        )
+        self.queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue(PUBLISH_QUEUE_SIZE)
         self.failing = False
-        self.dropped = 0
         self.task = self.loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            group, event, conversation_id = await self.queue.get()
-            if conversation_id is not None and not await presence.others_follow(conversation_id):
+            conversation_id, event = await self.queue.get()
+            if not await presence.others_follow(conversation_id):
                 continue
             try:
-                await get_channel_layer().group_send(group, event)
+                await get_channel_layer().group_send(conversation_group(conversation_id), event)
             except Exception as exc:
                 if not self.failing:
                     self.failing = True
@@ -145,11 +143,10 @@ class _Publisher:
                 self.failing = False
                 log.warning("The channel layer is reachable again")
 
-    def put(self, group: str, event: dict[str, Any], conversation_id: int | None) -> None:
-        try:
-            self.queue.put_nowait((group, event, conversation_id))
-        except asyncio.QueueFull:
-            self.dropped += 1
+    def put(self, conversation_id: int, event: dict[str, Any]) -> None:
+        # A full queue drops the event: the layer is at most once anyway, and followers resync.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait((conversation_id, event))
 
 
 _publisher: _Publisher | None = None
@@ -168,9 +165,7 @@ def _publish(conversation_id: int, event: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     if _publisher is None or _publisher.loop is not loop or _publisher.task.done():
         _publisher = _Publisher()
-    _publisher.put(
-        conversation_group(conversation_id), {**event, "origin": PROCESS_ID}, conversation_id
-    )
+    _publisher.put(conversation_id, {**event, "origin": PROCESS_ID})
 
 
 async def _send(conversation_id: int, event: dict[str, Any]) -> None:

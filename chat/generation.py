@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 
 from chat import actions, events, presence, upstream
 from chat.actions import ReplyOutcome
@@ -227,7 +228,7 @@ class Generation:
         while True:
             try:
                 await actions.finish_reply(self.reply, outcome, self.seq)
-            except Exception as exc:
+            except DatabaseError as exc:
                 database_health.failed(exc)
                 if time.monotonic() + delay > deadline:
                     log.error(
@@ -409,9 +410,11 @@ async def _maintain() -> None:
                     alive = await presence.alive_generators() if events.layer_is_shared() else set()
                     await actions.interrupt_stale_replies(beat_every * 3, list(_live), alive)
             database_health.succeeded()
-        except Exception as exc:
+        except DatabaseError as exc:
             healthy_since = None
             database_health.failed(exc)
+        except Exception:
+            log.exception("Reply maintenance failed; retrying")
         await asyncio.sleep(min(settings.CHAT_FLUSH_INTERVAL, beat_every, _retry_cap()))
 
 

@@ -18,11 +18,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-# The decoders are httpx-sse's internals (pinned < 0.5 in pyproject): its public `aiter_sse`
-# hides the network reads that the relay batches on.
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
-
-from chat.upstream_network import AsyncioBackend
+from chat.sse import SSEDataReader
+from chat.upstream_network import PooledTransport
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +98,10 @@ def _client() -> httpx.AsyncClient:
     if client is None or client.is_closed:
         for stale in [lp for lp in _clients if lp.is_closed()]:
             del _clients[stale]
-        transport = httpx.AsyncHTTPTransport(
-            # Keep every idle connection, for 30 s: the next replies reuse them instead of
-            # paying a new TCP and TLS handshake each (httpx's default keeps them 5 s). A
-            # connection the upstream closed meanwhile is noticed and dropped at checkout.
-            limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=None, keepalive_expiry=30
-            ),
-            trust_env=False,
-        )
-        # httpx takes no network backend; its connection pool reads this attribute when it
-        # opens a connection (httpcore is pinned in pyproject; a test checks this still holds).
-        transport._pool._network_backend = AsyncioBackend()
+        # Keep every idle connection, for 30 s: the next replies reuse them instead of paying
+        # a new TCP and TLS handshake each (httpx's default keeps them 5 s). A connection the
+        # upstream closed meanwhile is noticed and dropped at checkout.
+        transport = PooledTransport(keepalive_expiry=30)
         client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(
@@ -264,24 +253,20 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Ev
                 raise UpstreamError(
                     "bad_response", "The Serika API answered with something other than a stream."
                 )
-            # httpx-sse's own line and event decoders (what its `aiter_sse` runs), driven one
-            # network read at a time; httpx decodes UTF-8 incrementally across reads.
-            lines, decoder = SSELineDecoder(), SSEDecoder()
+            # Events are read one network read at a time (see chat/sse.py).
+            events = SSEDataReader()
             # SSE is always UTF-8 (the spec ignores any charset); decoding here skips httpx's
             # text layers, a per-read cost.
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             async for data in response.aiter_bytes():
                 text = utf8.decode(data)
                 batch: list[Event] = []
-                for line in lines.decode(text):
-                    sse = decoder.decode(line)
-                    if sse is None or not sse.data:
-                        continue
-                    if sse.data == "[DONE]":
+                for data in events.feed(text):
+                    if data == "[DONE]":
                         if batch:
                             yield batch
                         return
-                    batch.extend(_events_of(sse.data))
+                    batch.extend(_events_of(data))
                 if batch:
                     yield batch
     except UpstreamError:

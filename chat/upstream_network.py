@@ -1,4 +1,5 @@
-"""httpcore's network layer on asyncio streams, for `chat.upstream`'s client (only it uses this).
+"""httpcore's network layer on asyncio streams, and the httpx transport over it, for
+`chat.upstream`'s client (only it uses this).
 
 httpx reaches the network through httpcore, whose only backend under asyncio is anyio's. anyio
 wraps every read and write in a cancel scope and exception-mapping context managers, and
@@ -16,10 +17,12 @@ import contextlib
 import select
 import socket
 import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
 import aiohappyeyeballs
 import httpcore
+import httpx
 
 # Same as anyio's default: try the next address if a connection has not succeeded in 250 ms.
 _HAPPY_EYEBALLS_DELAY = 0.25
@@ -146,3 +149,101 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+# httpcore's exceptions as httpx names them, most specific first: a transport must raise httpx's
+# own exceptions so that callers catch one family whatever carries the bytes.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core_error, httpx_error in _HTTPX_ERRORS:
+            if isinstance(exc, core_error):
+                raise httpx_error(str(exc)) from exc
+        raise
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """An httpx transport over an `httpcore.AsyncConnectionPool` that uses `AsyncioBackend`.
+
+    httpx's own `AsyncHTTPTransport` builds its pool without a way to pass a network backend;
+    httpcore's pool takes one publicly, and httpx's public transport interface lets us hand
+    requests to that pool ourselves. HTTP/1.1 only, certificates verified, no proxies, no
+    environment: what the upstream client needs and nothing more.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_keepalive_connections: int | None = None,
+        keepalive_expiry: float | None = None,
+    ) -> None:
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=AsyncioBackend(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseBody(response.stream),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

@@ -7,6 +7,7 @@ import socket
 import ssl
 
 import httpcore
+import httpx
 import pytest
 import trustme
 
@@ -112,3 +113,12 @@ async def test_a_refused_connection_is_httpcores_connect_error():
     probe.close()  # nothing listens there now
     with pytest.raises(httpcore.ConnectError):
         await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+
+
+async def test_the_transport_raises_httpx_errors_for_httpcore_ones():
+    from chat.upstream_network import PooledTransport
+    from tests.live import free_port
+
+    async with httpx.AsyncClient(transport=PooledTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{free_port()}/")

@@ -1,7 +1,7 @@
 """CPU of the upstream read path per token, by how many tokens each network read brings.
 
 Streams replies from the bench's fake upstream through `chat.upstream.stream_completion` (the
-app's own code: httpx, httpcore, h11, httpx-sse's decoders, our chunk parser) on uvloop, or on
+app's own code: httpx, httpcore, h11, chat/sse.py, our chunk parser) on uvloop, or on
 asyncio's default loop, and divides this process's CPU by the tokens received. Three token gaps
 give three read patterns:
 

@@ -267,6 +267,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         make one: a reply must not be stored that no other process could stop or follow."""
         try:
             return await generation.new_generator_channel()
+        except generation.ShuttingDown:
+            await self.send_error(
+                "unavailable", "The server is restarting; send again in a moment."
+            )
+            return None
         except Exception as exc:
             log.warning("Cannot start a reply: the channel layer is unreachable (%s)", exc)
             await self.send_error(

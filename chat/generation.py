@@ -39,6 +39,16 @@ class _SizeCapReached(Exception):
     pass
 
 
+class ShuttingDown(Exception):
+    """The process is draining for a restart: it starts no new replies."""
+
+
+_SAVE_ON_SHUTDOWN_SECONDS = 10.0
+
+# Set once SIGTERM arrived (serika_web.serve): live replies may finish, no new one starts here.
+_draining = False
+
+
 def batching_window() -> float:
     """How long a stream waits between upstream reads: not at all on a quiet server, longer
     as more replies stream at once.
@@ -77,6 +87,7 @@ class Generation:
         self._renderer = StreamingRenderer()
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
+        self._interrupted = False
         self.task: asyncio.Task | None = None
 
     # --- text bookkeeping ---------------------------------------------------------------
@@ -174,9 +185,17 @@ class Generation:
                         "it may be incomplete."
                     )
             except asyncio.CancelledError:
-                if not self._stopped:
+                if self._interrupted:
+                    outcome.status = Message.Status.INTERRUPTED
+                    outcome.error_code = "interrupted"
+                    outcome.error = (
+                        "The server restarted while this reply was being written; "
+                        "the text so far is kept."
+                    )
+                elif not self._stopped:
                     raise
-                outcome.status = Message.Status.STOPPED
+                else:
+                    outcome.status = Message.Status.STOPPED
             except upstream.UpstreamError as exc:
                 outcome.status = Message.Status.FAILED
                 outcome.error_code = exc.code
@@ -252,6 +271,13 @@ class Generation:
             self._stopped = True
             self._stream_task.cancel()
 
+    def interrupt(self) -> None:
+        """End the stream for a shutdown: what arrived is kept and marked interrupted."""
+        if self._stream_task is not None and not self._stream_task.done():
+            self._interrupted = True
+            self._stopped = True  # ends the stream loop even if the cancellation is lost
+            self._stream_task.cancel()
+
 
 # --- the process's control channel -----------------------------------------------------------
 # One listener per process, never cancelled mid-receive, routes Stop and snapshot requests to
@@ -284,8 +310,13 @@ async def _route_control(channel: str) -> None:
 
 
 async def new_generator_channel() -> str:
-    """This process's control channel, stored on each reply it generates."""
+    """This process's control channel, stored on each reply it generates.
+
+    Raises `ShuttingDown` while the process drains: a reply must start where it can finish.
+    """
     global _control
+    if _draining:
+        raise ShuttingDown
     loop = asyncio.get_running_loop()
     if _control is None or _control[0] is not loop or _control[2].done():
         channel = await get_channel_layer().new_channel()
@@ -426,6 +457,35 @@ def ensure_maintenance() -> None:
         _maintenance = loop.create_task(_maintain())
 
 
+async def drain(grace: float) -> None:
+    """Let live replies finish for up to `grace` seconds, then save the rest as interrupted.
+
+    Called once on SIGTERM, before daphne stops. No reply starts meanwhile. Every interrupted
+    reply is stored with all the text it received (its final save, not the last flush).
+    """
+    global _draining
+    _draining = True
+    running = [g.task for g in _live.values() if g.task is not None]
+    if running:
+        await asyncio.wait(running, timeout=grace)
+    remaining = [g for g in _live.values() if g.task is not None]
+    if remaining:
+        log.warning(
+            "Shutting down: %d replies still streaming after %g s are saved as interrupted",
+            len(remaining),
+            grace,
+        )
+    for generation in remaining:
+        generation.interrupt()
+    tasks = [g.task for g in remaining]
+    if tasks:
+        # Their final saves: bounded, since a service manager kills a process that takes too
+        # long (with the database away, a save retries far longer than a restart may take).
+        _, late = await asyncio.wait(tasks, timeout=_SAVE_ON_SHUTDOWN_SECONDS)
+        if late:
+            log.error("Shutting down: %d interrupted replies could not be saved", len(late))
+
+
 async def shutdown() -> None:
     """Stop maintenance and the control listener, and end live generations; used by tests."""
     global _maintenance, _control, _alive_beat
@@ -447,5 +507,7 @@ async def shutdown() -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await generation.task
     _live.clear()
+    global _draining
+    _draining = False
     await events.stop_publishing()
     await actions.close_maintenance_connections()

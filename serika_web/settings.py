@@ -299,6 +299,8 @@ CHAT_HEARTBEAT_INTERVAL = env.float("CHAT_HEARTBEAT_INTERVAL", default=5.0)
 # While the database is unreachable a generation keeps its reply's text in memory and retries
 # its saves for this long; a reply still unsaved then is lost after its last flush.
 CHAT_SAVE_RETRY_SECONDS = env.float("CHAT_SAVE_RETRY_SECONDS", default=300.0)
+# On SIGTERM, how long streaming replies may go on before they are saved as interrupted.
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=20.0)
 # Replies one member may have streaming at once, across all their conversations and processes.
 CHAT_MAX_CONCURRENT_PER_USER = env.int("CHAT_MAX_CONCURRENT_PER_USER", default=3)
 # Seconds all lorebook key searches of one send may take together. A card's regex keys can

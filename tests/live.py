@@ -93,6 +93,8 @@ def server_env(**overrides: str) -> dict[str, str]:
         CHAT_HEARTBEAT_INTERVAL="0.5",
         CHAT_FLUSH_INTERVAL="0.2",
         LOG_LEVEL="INFO",
+        # A test's teardown stops its servers; a reply still streaming then must not hold it.
+        SHUTDOWN_GRACE_SECONDS="1",
     )
     # Several processes share a group only through Redis; without it each has its own layer.
     if os.environ.get("REDIS_URL"):

@@ -426,7 +426,9 @@ class BrowserPage:
 
 
 @contextmanager
-def chromium_page(request: pytest.FixtureRequest, monkeypatch) -> Iterator[BrowserPage]:
+def chromium_page(
+    request: pytest.FixtureRequest, monkeypatch, **context_options: Any
+) -> Iterator[BrowserPage]:
     """A page in a fresh headless Chromium; on a test failure, a screenshot in test-artifacts/
     and the websocket frames are printed. Skips (fails on CI) when Chromium is not installed."""
     if not CHROMIUM.exists():
@@ -444,7 +446,7 @@ def chromium_page(request: pytest.FixtureRequest, monkeypatch) -> Iterator[Brows
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
-        context = chromium.new_context(viewport={"width": 1280, "height": 860})
+        context = chromium.new_context(viewport={"width": 1280, "height": 860}, **context_options)
         context.set_default_timeout(BROWSER_TIMEOUT_MS)
         context.add_init_script(REPORT_CSP_VIOLATIONS)
         page = BrowserPage(context.new_page())

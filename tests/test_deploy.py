@@ -105,7 +105,9 @@ def test_nginx_proxies_websockets_with_the_scheme_and_long_timeouts(path):
     assert "proxy_set_header Connection $connection_upgrade;" in conf
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
     assert "client_max_body_size 32m;" in conf
-    assert "listen 443 ssl;" in conf and "ssl_certificate " in conf
+    assert "listen 443 ssl http2;" in conf and "ssl_certificate " in conf
+    # Overwritten: daphne's --proxy-headers takes the first entry as the client's address.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
     assert "location /static/" in conf
     read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
     assert read_timeout > 600  # longer than SERIKA_STREAM_MAX_SECONDS' default
@@ -117,7 +119,7 @@ def test_the_systemd_units_start_serika_web_serve_per_port_after_the_setup():
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(ROOT / "deploy" / "systemd" / "serika-web@.service")
     exec_start = unit["Service"]["ExecStart"]
-    assert exec_start.endswith("serika-web serve --host 127.0.0.1 --port %i")
+    assert exec_start.endswith("serika-web serve --host 127.0.0.1 --port %i --proxy-headers")
     assert "serika-web-setup.service" in unit["Unit"]["Requires"]
     assert unit["Service"]["User"] != "root"
     conf = (ROOT / "deploy" / "nginx" / "serika-web.conf").read_text()

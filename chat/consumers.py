@@ -28,6 +28,7 @@ from chat.access import (
     user_group,
 )
 from chat.models import Message
+from serika_web import log_context, metrics
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.access = SocketAccess(session_key, self.user.pk, self.conversation.pk)
         self.conversation_id = self.conversation.pk
         self.user_id = self.user.pk
+        # This socket's task runs all its frames: their log lines carry these ids.
+        log_context.user_id.set(self.user_id)
+        log_context.conversation_id.set(self.conversation_id)
         # Other processes' events come through the layer's groups, joined before accepting.
         # A layer that cannot be reached does not keep the socket shut: this process's events
         # come directly, and the browser resyncs from the database while it hears nothing.
@@ -134,6 +138,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # No await between accepting and attaching: the browser's first frame, a `sync`, comes
         # after this, and brings everything committed before it from the database.
         first_here = events.attach(self)
+        metrics.SOCKETS.inc()
         if events.layer_is_shared():
             followers.ensure_watching()
             if first_here:
@@ -150,6 +155,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         # Leaving the groups is all: generations belong to the server, not to this socket.
         if self.conversation is not None:
+            metrics.SOCKETS.dec()
             if events.detach(self) and events.layer_is_shared():
                 with contextlib.suppress(Exception):  # its entry expires anyway
                     await presence.leave(self.conversation_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from serika_web import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -20,6 +22,7 @@ class DatabaseHealth:
 
     def failed(self, exc: BaseException) -> None:
         """A write failed; the first failure of an outage is logged as a warning."""
+        metrics.DATABASE_ERRORS.inc()
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning(

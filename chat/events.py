@@ -15,7 +15,6 @@ events resyncs from the database and the generating process (see docs/architectu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import defaultdict
@@ -28,6 +27,7 @@ from chat import presence
 from chat.access import conversation_group, user_group
 from chat.models import Message
 from chat.rendering import render_markdown
+from serika_web import metrics
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class _Publisher:
             try:
                 await get_channel_layer().group_send(conversation_group(conversation_id), event)
             except Exception as exc:
+                metrics.LAYER_ERRORS.inc()
                 if not self.failing:
                     self.failing = True
                     log.warning(
@@ -145,8 +146,10 @@ class _Publisher:
 
     def put(self, conversation_id: int, event: dict[str, Any]) -> None:
         # A full queue drops the event: the layer is at most once anyway, and followers resync.
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self.queue.put_nowait((conversation_id, event))
+        except asyncio.QueueFull:
+            metrics.LAYER_ERRORS.inc()
 
 
 _publisher: _Publisher | None = None

@@ -24,6 +24,7 @@ from chat.actions import ReplyOutcome
 from chat.database_health import database_health
 from chat.models import Message
 from chat.rendering import StreamingRenderer
+from serika_web import log_context, metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Generation:
         self._sent: list[str] = []  # text already broadcast, in seq order
         self._pending: list[str] = []  # text received, not yet broadcast
         self._received_chars = 0
+        self._started_at = 0.0  # loop time of the upstream request
         self._renderer = StreamingRenderer()
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
@@ -145,6 +147,7 @@ class Generation:
                 if batch is None:
                     return
                 now = loop.time()
+                pieces = self._received_chars
                 for event in batch:
                     if isinstance(event, upstream.Delta):
                         self._add_text(event.text)
@@ -153,6 +156,10 @@ class Generation:
                     elif isinstance(event, upstream.Usage):
                         outcome.prompt_tokens = event.prompt_tokens
                         outcome.completion_tokens = event.completion_tokens
+                if self._received_chars != pieces:
+                    if not pieces:
+                        metrics.TIME_TO_FIRST_TOKEN.observe(now - self._started_at)
+                    metrics.TOKENS.inc(sum(isinstance(e, upstream.Delta) for e in batch))
                 window = batching_window()
                 if not window:
                     await self._broadcast_pending()
@@ -169,6 +176,11 @@ class Generation:
     async def run(self) -> None:
         """Stream the reply to its end and store exactly one final state, whatever happens."""
         outcome = ReplyOutcome(status=Message.Status.STREAMING, content="")
+        self._started_at = asyncio.get_running_loop().time()
+        # This task's own context (a copy of the socket's that started it): ids for its logs.
+        log_context.conversation_id.set(self.conversation_id)
+        log_context.reply_id.set(self.reply_id)
+        metrics.STREAMS.inc()
         try:
             self._stream_task = asyncio.get_running_loop().create_task(self._stream(outcome))
             try:
@@ -231,6 +243,19 @@ class Generation:
                 await self._broadcast_pending()
                 await self._save_final(outcome)
             finally:
+                metrics.STREAMS.dec()
+                metrics.REPLIES.labels(outcome.status).inc()
+                if outcome.status == Message.Status.FAILED:
+                    metrics.UPSTREAM_ERRORS.labels(outcome.error_code).inc()
+                seconds = asyncio.get_running_loop().time() - self._started_at
+                metrics.REPLY_SECONDS.observe(seconds)
+                log.info(
+                    "Reply %s %s: %d characters in %.1f s",
+                    self.reply_id,
+                    outcome.status,
+                    len(outcome.content),
+                    seconds,
+                )
                 _live.pop(self.reply_id, None)
                 _unflushed.discard(self.reply_id)
 
@@ -412,7 +437,8 @@ async def flush_unflushed() -> list[int]:
     _unflushed.clear()
     if batch:
         try:
-            await actions.flush_replies(batch)
+            with metrics.FLUSH_SECONDS.time():
+                await actions.flush_replies(batch)
         except BaseException:
             _unflushed.update(rid for rid in batch if rid in _live)
             raise

@@ -1,4 +1,5 @@
-"""`/healthz` (the process answers) and `/readyz` (its database and channel layer answer).
+"""`/healthz` (the process answers) and `/readyz` (its database and channel layer answer), and
+`/metrics` (serika_web/metrics.py, behind its token).
 
 For load balancers, container health checks and uptime probes: unauthenticated, cheap, plain
 text. They are answered by a middleware placed right after SecurityMiddleware, before anything
@@ -19,8 +20,12 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection, connections
 from django.http import HttpRequest, HttpResponse
 
+from serika_web.metrics import metrics_response
+
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
+# Prometheus scrapes each process by address, like a probe (serika_web/metrics.py).
+METRICS_PATH = "/metrics"
 # Seconds each readiness check may take: a probe must answer well within a proxy's own timeout.
 CHECK_TIMEOUT = 3.0
 
@@ -120,4 +125,6 @@ class HealthCheckMiddleware:
         if request.path == READY_PATH:
             ready, report = await readiness()
             return _plain(report, 200 if ready else 503)
+        if request.path == METRICS_PATH:
+            return metrics_response(request)
         return await self.get_response(request)

@@ -86,6 +86,7 @@ class Generation:
         self._pending: list[str] = []  # text received, not yet broadcast
         self._received_chars = 0
         self._started_at = 0.0  # loop time of the upstream request
+        self._pieces = 0  # text events received (tokens), counted in the metrics at the end
         self._renderer = StreamingRenderer()
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
@@ -122,6 +123,7 @@ class Generation:
         )
 
     def _add_text(self, text: str) -> None:
+        self._pieces += 1
         self._pending.append(text)
         self._received_chars += len(text)
         _unflushed.add(self.reply_id)
@@ -147,7 +149,7 @@ class Generation:
                 if batch is None:
                     return
                 now = loop.time()
-                pieces = self._received_chars
+                had_text = self._received_chars
                 for event in batch:
                     if isinstance(event, upstream.Delta):
                         self._add_text(event.text)
@@ -156,10 +158,8 @@ class Generation:
                     elif isinstance(event, upstream.Usage):
                         outcome.prompt_tokens = event.prompt_tokens
                         outcome.completion_tokens = event.completion_tokens
-                if self._received_chars != pieces:
-                    if not pieces:
-                        metrics.TIME_TO_FIRST_TOKEN.observe(now - self._started_at)
-                    metrics.TOKENS.inc(sum(isinstance(e, upstream.Delta) for e in batch))
+                if not had_text and self._received_chars:
+                    metrics.TIME_TO_FIRST_TOKEN.observe(now - self._started_at)
                 window = batching_window()
                 if not window:
                     await self._broadcast_pending()
@@ -249,6 +249,7 @@ class Generation:
                     metrics.UPSTREAM_ERRORS.labels(outcome.error_code).inc()
                 seconds = asyncio.get_running_loop().time() - self._started_at
                 metrics.REPLY_SECONDS.observe(seconds)
+                metrics.TOKENS.inc(self._pieces)
                 log.info(
                     "Reply %s %s: %d characters in %.1f s",
                     self.reply_id,

@@ -5,8 +5,8 @@ own address and port (as it scrapes any multi-process service) and sums across t
 avoids prometheus_client's multiprocess mode, whose files are made for forking servers, not
 for independent processes that start and stop on their own.
 
-Updates are a lock and an addition each, made per reply or per received batch of tokens (never
-per websocket frame), so they cost nothing measurable per token (docs/benchmarks.md).
+Updates are a lock and an addition each, made per reply (the time to first token once, at the
+first text), never per token or websocket frame (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ REPLIES = Counter("serika_replies", "Replies finished, by final status.", ["stat
 UPSTREAM_ERRORS = Counter(
     "serika_upstream_errors", "Failed replies by stable error code.", ["code"]
 )
-TOKENS = Counter("serika_tokens_relayed", "Text pieces (tokens) received from the upstream.")
+TOKENS = Counter(
+    "serika_tokens_relayed", "Text pieces (tokens) received from the upstream, added per reply."
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "serika_time_to_first_token_seconds",
     "From the start of a reply's upstream request to its first text.",

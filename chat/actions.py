@@ -92,6 +92,17 @@ def start_conversation(user, character) -> Conversation:
     return conversation
 
 
+def update_chat_settings(
+    conversation: Conversation, *, model: str, temperature: float | None, max_tokens: int | None
+) -> Conversation:
+    """Store the model and sampling settings the conversation's next replies are asked with."""
+    conversation.model = model
+    conversation.temperature = temperature
+    conversation.max_tokens = max_tokens
+    conversation.save(update_fields=["model", "temperature", "max_tokens", "updated_at"])
+    return conversation
+
+
 class GreetingLocked(Exception):
     """The greeting can no longer be switched: the user has replied, or there is none."""
 

@@ -285,3 +285,34 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Ev
         raise UpstreamError(
             "connection", "The connection to the Serika API was lost mid-reply."
         ) from exc
+
+
+async def close_loop_client() -> None:
+    """Close this event loop's client (a loop made for one task, e.g. a background refresh)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+async def list_models(seconds: float) -> list[str]:
+    """The model ids of the upstream's `GET {base}/models`, within `seconds`."""
+    if not settings.SERIKA_API_KEY:
+        raise MissingApiKey("no_api_key", "No Serika API key is configured.")
+    url = settings.SERIKA_BASE_URL.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {settings.SERIKA_API_KEY}"}
+    try:
+        response = await _client().get(url, headers=headers, timeout=seconds)
+    except httpx.TimeoutException as exc:
+        raise UpstreamError("timeout", "The Serika API did not list its models in time.") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError("connection", "Could not connect to the Serika API.") from exc
+    if response.status_code != 200:
+        raise error_for_status(response.status_code, response.content[:65536], None)
+    try:
+        data = response.json()["data"]
+        ids = [item["id"] for item in data if isinstance(item, dict)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UpstreamError(
+            "bad_response", "The Serika API sent an unreadable model list."
+        ) from exc
+    return sorted({i for i in ids if isinstance(i, str) and 0 < len(i) <= 200})

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from characters.models import Character
-from chat import actions
+from chat import actions, model_catalog
 from chat.access import get_conversation_for_user
 from chat.events import message_html
+from chat.forms import ChatSettingsForm
 from chat.models import Conversation, Message
 
 
@@ -56,8 +57,44 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
             "streaming": any(m.status == Message.Status.STREAMING for m in messages),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "greeting_count": len(actions.greetings_of(conv.character)),
+            "settings_form": _settings_form(conv),
         },
     )
+
+
+def _settings_form(conv: Conversation, data=None) -> ChatSettingsForm:
+    initial = {
+        "model": conv.model,
+        "temperature": conv.temperature,
+        "max_tokens": conv.max_tokens,
+    }
+    models = model_catalog.available_models(conv.model)
+    return ChatSettingsForm(data, initial=initial, models=models)
+
+
+@require_POST
+@login_required
+def chat_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save the "Chat settings" panel: JSON for the page's fetch, a redirect for a plain form."""
+    conv = get_conversation_for_user(request.user, pk)
+    form = _settings_form(conv, request.POST)
+    wants_json = request.headers.get("Accept", "").startswith("application/json")
+    if not form.is_valid():
+        if wants_json:
+            errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+        return render(
+            request, "chat/settings_invalid.html", {"conversation": conv, "form": form}, status=400
+        )
+    data = form.cleaned_data
+    actions.update_chat_settings(
+        conv, model=data["model"], temperature=data["temperature"], max_tokens=data["max_tokens"]
+    )
+    if wants_json:
+        return JsonResponse(
+            {"model": conv.model, "temperature": conv.temperature, "max_tokens": conv.max_tokens}
+        )
+    return redirect("conversation", pk=conv.pk)
 
 
 @require_POST

@@ -275,6 +275,10 @@ CONTENT_SECURITY_POLICY = {
 SERIKA_API_KEY = env.str("SERIKA_API_KEY", default="")
 SERIKA_BASE_URL = env.str("SERIKA_BASE_URL", default="https://api.serika.dev/api/openai/v1")
 SERIKA_DEFAULT_MODEL = env.str("SERIKA_DEFAULT_MODEL", default="openai/gpt-4o-mini")
+# The models the chat settings offer: empty = what the upstream's /models lists (cached for
+# SERIKA_MODELS_TTL seconds); set, only these (in this order), also when /models fails.
+SERIKA_MODELS = env.list("SERIKA_MODELS", default=[])
+SERIKA_MODELS_TTL = env.float("SERIKA_MODELS_TTL", default=300.0)
 SERIKA_CONNECT_TIMEOUT = env.float("SERIKA_CONNECT_TIMEOUT", default=10.0)
 # No byte at all (keep-alive comments count) for this long ends the reply as stalled.
 SERIKA_STREAM_IDLE_TIMEOUT = env.float("SERIKA_STREAM_IDLE_TIMEOUT", default=60.0)

@@ -56,6 +56,10 @@ _ERROR_TYPES = {
 }
 
 
+# The fake's `GET /models` list unless a test sets another.
+DEFAULT_MODELS = ("fake/model-a", "fake/model-b", "openai/gpt-4o-mini")
+
+
 @dataclass
 class Reply:
     """What the fake does for one chat-completions request.
@@ -242,6 +246,11 @@ class FakeUpstream:
         self.ssl_context = ssl_context  # serve HTTPS, as the real API does
         self.base_path = "/" + base_path.strip("/")
         self.chat_path = self.base_path + "/chat/completions"
+        self.models_path = self.base_path + "/models"
+        # What `GET /models` answers: these ids after `models_delay` s, or `models_status`.
+        self.models = list(DEFAULT_MODELS)
+        self.models_delay = 0.0
+        self.models_status = 200
         self.host = "127.0.0.1"
         self.port = 0
         self.base_url = ""
@@ -334,6 +343,9 @@ class FakeUpstream:
             self.requests.clear()
             self.client_disconnects = 0
             self.default = Reply()
+            self.models = list(DEFAULT_MODELS)
+            self.models_delay = 0.0
+            self.models_status = 200
 
     def enqueue(self, *replies: Reply) -> None:
         with self._cond:
@@ -471,7 +483,16 @@ class FakeUpstream:
 
         writer = conn.writer
         path = request.path.split("?", 1)[0]
-        if request.method != "POST" or path != self.chat_path:
+        if request.method == "GET" and path == self.models_path:
+            with self._cond:
+                models, delay, status = list(self.models), self.models_delay, self.models_status
+            await asyncio.sleep(delay)
+            if status != 200:
+                writer.write(_full_response(status, _error_body(status, "models"), keep_alive))
+            else:
+                listing = {"object": "list", "data": [{"id": m, "object": "model"} for m in models]}
+                writer.write(_full_response(200, json.dumps(listing).encode(), keep_alive))
+        elif request.method != "POST" or path != self.chat_path:
             message = f"No route for {request.method} {path}"
             writer.write(_full_response(404, _error_body(404, message), keep_alive))
         elif self.api_key is not None and request.headers.get("authorization") != (

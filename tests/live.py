@@ -468,6 +468,19 @@ def chromium_page(
             connections.close_all()
 
 
+def log_in_and_open_a_chat(page: Any, url: str, username: str, password: str) -> None:
+    """Log in through the login page and start a chat with the fixture character, Serika."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/")
+    expect(page).to_have_url(f"{url}/login/?next=/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Chat with Serika").click()
+    expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
+
+
 @pytest.fixture
 def browser(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, daphne_server: LiveServer

@@ -170,13 +170,7 @@ def test_a_member_chats_through_nginx_with_tls_and_reloads_mid_reply(
 
     with live.chromium_page(request, monkeypatch, ignore_https_errors=True) as browser:
         page = browser.page
-        page.goto(f"{url}/")
-        expect(page).to_have_url(f"{url}/login/?next=/")
-        page.get_by_label("Username").fill("alice")
-        page.get_by_label("Password").fill("alice-password")
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_role("button", name="Chat with Serika").click()
-        expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
+        live.log_in_and_open_a_chat(page, url, "alice", "alice-password")
         log = page.get_by_role("log", name="Transcript")
         box = page.get_by_role("textbox", name="Message")
         box.fill("Tell me a long story")

@@ -26,11 +26,15 @@ _FORMATTER = HtmlFormatter(nowrap=True)
 _TAGS = {
     "p", "br", "hr", "em", "strong", "del", "s", "code", "pre", "blockquote", "ul", "ol", "li",
     "h1", "h2", "h3", "h4", "h5", "h6", "a", "span", "table", "thead", "tbody", "tr", "th", "td",
+    "div", "button",
 }  # fmt: skip
 _ATTRIBUTES = {
     "a": {"href", "title"},
     "span": {"class"},
     "code": {"class"},
+    "div": {"class"},
+    # Only our fence rule makes buttons (markdown-it runs with html=False); no handlers survive.
+    "button": {"type", "class"},
     "ol": {"start"},
     "th": {"style"},
     "td": {"style"},
@@ -72,6 +76,23 @@ _md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(
     ["table", "strikethrough"]
 )
 _md.add_render_rule("image", _image_as_link)
+_default_fence = _md.renderer.rules["fence"]
+
+
+def _fence_with_toolbar(self, tokens, idx, options, env) -> str:
+    # The info string is model text: only its first word is shown, escaped; chat_view.js copies
+    # the <pre>'s text, so the button needs no data of its own.
+    info = tokens[idx].info.strip()
+    lang = info.split(maxsplit=1)[0] if info else ""
+    label = f'<span class="code-lang">{escape(lang)}</span>' if lang else ""
+    return (
+        '<div class="codeblock"><div class="code-bar">'
+        f'{label}<button type="button" class="copy-code">Copy code</button></div>'
+        f"{_default_fence(tokens, idx, options, env)}</div>\n"
+    )
+
+
+_md.add_render_rule("fence", _fence_with_toolbar)
 
 
 def sanitize(html: str) -> str:

@@ -71,11 +71,24 @@ def test_one_character_over_the_limit_is_plain_text():
 def test_hostile_card_text_stays_inert_as_plain_text_and_as_markdown(payload):
     for text in (payload, payload + "\n" + "x" * CARD_MARKDOWN_MAX_CHARS):
         found = Elements(render_card_text(text)).found
-        assert {tag for tag, _ in found} <= {"p", "br", "a", "pre", "code", "span"}, found
+        assert {tag for tag, _ in found} <= {
+            "p",
+            "br",
+            "a",
+            "pre",
+            "code",
+            "span",
+            "div",
+            "button",
+        }, found
         for _, attrs in found:
             assert not any(name.startswith("on") or name == "style" for name in attrs), attrs
             assert "javascript" not in (attrs.get("href") or "").lower(), attrs
             assert not (attrs.get("href") or "").startswith("data:"), attrs
+        # div and button only come from the code block toolbar, with class and type alone.
+        for tag, attrs in found:
+            if tag in ("div", "button"):
+                assert set(attrs) <= {"class", "type"}, attrs
 
 
 def test_the_same_card_text_is_rendered_once():

@@ -19,6 +19,7 @@ HOSTILE = [
     "<iframe src=https://evil.example></iframe>",
     '<svg onload="alert(1)"></svg>',
     "```html\n<script>alert(1)</script>\n```",
+    '```"><script>alert(1)</script>\nx\n```',
 ]
 
 
@@ -34,7 +35,8 @@ class Elements(HTMLParser):
         self.found.append((tag, dict(attrs)))
 
 
-SAFE_TAGS = {"p", "a", "pre", "code", "span", "strong", "em"}
+# div and button are the code block's toolbar (class and type only, checked below).
+SAFE_TAGS = {"p", "a", "pre", "code", "span", "strong", "em", "div", "button"}
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -42,6 +44,8 @@ def test_hostile_markdown_cannot_inject_markup(text):
     for tag, attrs in Elements(render_markdown(text)).found:
         assert tag in SAFE_TAGS
         assert not any(name.startswith("on") or name == "style" for name in attrs)
+        if tag in ("div", "button"):
+            assert set(attrs) <= {"class", "type"}
         href = (attrs.get("href") or "").lower()
         assert not href or href.startswith(("http:", "https:", "mailto:"))
 
@@ -110,3 +114,30 @@ def test_streaming_render_work_grows_linearly_with_the_reply(monkeypatch):
         feed_all(StreamingRenderer(), paragraph * blocks, 7)
         # Every character is rendered exactly once while streaming.
         assert sum(rendered_chars) == len(paragraph) * blocks
+
+
+def test_fenced_code_gets_a_copy_button_and_its_language_label():
+    html = render_markdown("```python\nx = 1\n```")
+    assert '<span class="code-lang">python</span>' in html
+    assert '<button type="button" class="copy-code">Copy code</button>' in html
+    assert html.index("Copy code") < html.index("<pre>")
+
+
+def test_a_hostile_info_string_is_escaped_in_the_language_label():
+    html = render_markdown('```"><script>alert(1)</script> onclick=x\nx\n```')
+    assert "<script" not in html
+    assert "onclick" not in html.split("</span>")[0]
+    assert '<span class="code-lang">"&gt;&lt;script&gt;alert(1)&lt;/script&gt;</span>' in html
+    assert html.count("<button") == 1
+
+
+def test_code_without_a_language_has_a_button_but_no_label_and_indented_code_has_neither():
+    plain = render_markdown("```\nx\n```")
+    assert "Copy code" in plain
+    assert "code-lang" not in plain
+    assert "Copy code" not in render_markdown("    indented code")
+
+
+def test_model_text_cannot_make_its_own_buttons():
+    html = render_markdown('<button onclick="steal()">Copy code</button>')
+    assert "<button" not in html

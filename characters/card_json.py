@@ -79,36 +79,25 @@ _PYGMALION_NAMES = {
     "example_dialogue": "mes_example",
 }
 _ASSET_TEXTS = ("type", "uri", "name", "ext")
-# Timestamps above this are milliseconds (as seconds it would be the year 5138).
-_MILLISECONDS_THRESHOLD = 100_000_000_000
 
 
 def _field(name: str) -> str:
     return f"The field '{name}'"
 
 
-def _date(value: Any, name: str) -> int | None:
-    """A Unix time in seconds. Numbers in text and millisecond values are accepted and converted."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise CardError(
-                f"{_field(name)} must be a Unix time, not {short_quote(value)}."
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise CardError(f"{_field(name)} must be a Unix time, not {json_kind(value)}.")
-    if value in (float("inf"), float("-inf")):
-        raise CardError(f"{_field(name)} must be a Unix time, not infinity.")
-    seconds = int(value)
-    if abs(seconds) >= 10**20:
-        raise CardError(f"{_field(name)} is not a plausible Unix time.")
-    # Milliseconds are common; repeat for the odd micro- or nanosecond value.
-    while abs(seconds) >= _MILLISECONDS_THRESHOLD:
-        seconds = -(abs(seconds) // 1000) if seconds < 0 else seconds // 1000
-    return seconds
+def _date(value: Any, name: str) -> int | float | str | None:
+    """A card date, kept exactly as given (issue 14 items 4 and 7).
+
+    Exporters write Unix seconds, milliseconds (`1719942734577`), numbers in text (`"1683900749"`)
+    and SillyTavern's `"2023-5-12 @21h 32m 29s 228ms"`; nothing here reads the date, so any of
+    them round-trips unchanged rather than being converted or refused. Only values that are
+    no date at all (lists, objects, booleans) are refused; NaN never gets this far.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CardError(f"{_field(name)} must be a Unix time or text, not {json_kind(value)}.")
+    return value
 
 
 def _assets(value: Any) -> list[dict[str, Any]] | None:
@@ -319,17 +308,21 @@ def card_to_v2_dict(card: Card) -> dict[str, Any]:
     """Export a card as a V2 object.
 
     V3-only fields are written only when they hold something (V2 readers ignore unknown fields,
-    SillyTavern writes them the same way, and a V2 card that carried them stays lossless); an empty
-    `group_only_greetings` and absent optional fields are left out. Lorebook decorators are
+    SillyTavern writes them the same way, and a V2 card that carried them stays lossless): a V3
+    card's `group_only_greetings` even when empty, as SillyTavern's dual writer does; absent
+    optional fields are left out. Lorebook decorators are
     stripped, because V2 apps would put them into the prompt.
     """
     data = _common_data(card)
     book = character_book_for_v2(card.character_book)
     if book is not None:
         data["character_book"] = book
-    for name in V3_ONLY_FIELDS:
+    if card.group_only_greetings or card.spec == SPEC_V3:
+        # SillyTavern's dual writer copies a V3 card's (required) list, empty or not, into V2.
+        data["group_only_greetings"] = list(card.group_only_greetings)
+    for name in V3_ONLY_FIELDS[1:]:
         value = getattr(card, name)
-        if value is not None and value != []:
+        if value is not None:
             data[name] = copy.deepcopy(value)
     return _envelope(card, SPEC_V2, data)
 

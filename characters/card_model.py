@@ -104,9 +104,9 @@ class Card:
     assets: list[dict[str, Any]] | None = None
     creator_notes_multilingual: dict[str, str] | None = None
     source: list[str] | None = None
-    creation_date: int | None = None
-    """Unix seconds; milliseconds found in the wild are converted on import."""
-    modification_date: int | None = None
+    creation_date: int | float | str | None = None
+    """As the card gave it: Unix seconds, milliseconds or text are all found in the wild."""
+    modification_date: int | float | str | None = None
     # Where the card came from: SPEC_V1/V2/V3 and its spec_version text ("" for V1).
     spec: str = SPEC_V3
     spec_version: str = "3.0"

@@ -20,11 +20,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from characters.card_macros import card_text
 from characters.forms import ImportCardsForm, MemberCharacterForm, PersonaForm
 from characters.import_export import export_card, import_upload
 from characters.models import Character, UserPersona, Visibility
 from characters.personas import persona_for
-from chat.prompt import expand_macros
 
 SUMMARY_CHARS = 300  # of the description, read for the library's short text
 MAX_LIBRARY_TAGS = 40  # the most used tags offered as filters
@@ -43,11 +43,6 @@ def _require_member_editing() -> None:
 def _own_character(user, pk) -> Character:
     """`user`'s own character `pk`: anyone else's (or none) is 404."""
     return get_object_or_404(Character.objects.visible_to(user).filter(owner=user), pk=pk)
-
-
-def _macros(text: str, character: Character, user_name: str) -> str:
-    """Card text as a person reads it: {{char}} and {{user}} filled in (still plain text)."""
-    return expand_macros(text, char_name=character.nickname or character.name, user_name=user_name)
 
 
 def _has_tag(character: Character, tag: str) -> bool:
@@ -74,7 +69,7 @@ def library(request: HttpRequest) -> HttpResponse:
         characters = [character for character in characters if _has_tag(character, tag)]
     user_name, _ = persona_for(request.user)
     for character in characters:
-        character.summary_text = _macros(character.summary or "", character, user_name)
+        character.summary_text = card_text(character.summary or "", character, user_name)
     counts = Counter(
         t
         for tags in visible.values_list("tags", flat=True)
@@ -101,7 +96,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     character = get_object_or_404(Character.objects.visible_to(request.user), pk=pk)
     user_name, _ = persona_for(request.user)
     greetings = [
-        _macros(text, character, user_name)
+        card_text(text, character, user_name)
         for text in [character.first_mes, *(character.alternate_greetings or [])]
         if isinstance(text, str) and text.strip()
     ]
@@ -110,8 +105,8 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         "characters/detail.html",
         {
             "character": character,
-            "description": _macros(character.description, character, user_name),
-            "scenario": _macros(character.scenario, character, user_name),
+            "description": card_text(character.description, character, user_name),
+            "scenario": card_text(character.scenario, character, user_name),
             # Rendered and sanitized when the character was saved (`Character.save`).
             "creator_notes_html": mark_safe(character.creator_notes_html),  # noqa: S308
             "greetings": greetings,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
+from characters.card_macros import card_text
 from characters.personas import persona_for
 from chat import events
 from chat.access import SocketAccess
@@ -51,10 +51,6 @@ class StartedReply:
     user_message: Message | None = None
 
 
-_MACRO_CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
-_MACRO_USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
-
-
 def greetings_of(character) -> list[str]:
     """The character's greetings: the first message, then the alternates (empty ones skipped)."""
     if character is None:
@@ -64,10 +60,7 @@ def greetings_of(character) -> list[str]:
 
 
 def _expand_greeting(character, user, text: str) -> str:
-    char = character.nickname or character.name
-    user_name = persona_for(user)[0]
-    text = _MACRO_CHAR.sub(lambda _: char, text)
-    return _MACRO_USER.sub(lambda _: user_name, text)
+    return card_text(text, character, persona_for(user)[0])
 
 
 def start_conversation(user, character) -> Conversation:

@@ -48,6 +48,8 @@ from typing import Any
 
 import regex
 
+from characters.card_macros import expand_macros, normalize_newlines
+
 DEFAULT_SYSTEM_PROMPT = (
     "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. "
     "Stay in character."
@@ -73,10 +75,7 @@ _WIDE_CHARS = re.compile(f"[{chr(WIDE_CHAR_START)}-{chr(0x10FFFF)}]+")
 MESSAGE_OVERHEAD_TOKENS = 4
 EXAMPLE_HEADER = "Example dialogue:"
 
-_MACRO_RE = re.compile(r"\{\{(char|user)\}\}|<(bot|char|user)>", re.IGNORECASE)
 _ORIGINAL_RE = re.compile(r"\{\{original\}\}", re.IGNORECASE)
-_COMMENT_RE = re.compile(r"\{\{(?://|comment:).*?\}\}", re.IGNORECASE | re.DOTALL)
-_HIDDEN_KEY_RE = re.compile(r"\{\{hidden_key:(.*?)\}\}", re.IGNORECASE | re.DOTALL)
 _START_RE = re.compile(r"<START>", re.IGNORECASE)
 # JavaScript-style `/pattern/flags` regex keys, as SillyTavern writes them.
 _SLASH_REGEX_RE = re.compile(r"^/(.+)/([dgimsuvy]*)$", re.DOTALL)
@@ -171,37 +170,6 @@ def count_message_tokens(messages: Iterable[Mapping[str, str]]) -> int:
 
 def _message_tokens(message: Mapping[str, str]) -> int:
     return estimate_tokens(message["content"]) + MESSAGE_OVERHEAD_TOKENS
-
-
-def normalize_newlines(text: str) -> str:
-    """Turn ``\\r\\n`` and lone ``\\r`` line endings into ``\\n``."""
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def expand_macros(
-    text: str, *, char_name: str, user_name: str, keep_hidden_keys: bool = False
-) -> str:
-    """Expand card macros in `text` and drop CBS comments.
-
-    ``{{char}}``, ``<BOT>`` and ``<CHAR>`` become `char_name`; ``{{user}}`` and ``<USER>`` become
-    `user_name` (case-insensitive, one pass, so substituted names are never re-expanded).
-    ``{{// ...}}`` and ``{{comment: ...}}`` are removed; ``{{hidden_key: ...}}`` is removed too,
-    or replaced by its text when `keep_hidden_keys` (that is what lorebook recursion scans).
-    Line endings are normalised to ``\\n``.
-    """
-    text = normalize_newlines(text)
-    if "{{" not in text and "<" not in text:
-        # Every macro starts with one of these; most chat turns hold neither, and each send
-        # expands the whole history (twice with a lorebook).
-        return text
-    text = _COMMENT_RE.sub("", text)
-    text = _HIDDEN_KEY_RE.sub(lambda m: m.group(1) if keep_hidden_keys else "", text)
-
-    def replace(match: re.Match[str]) -> str:
-        which = (match.group(1) or match.group(2)).lower()
-        return user_name if which == "user" else char_name
-
-    return _MACRO_RE.sub(replace, text)
 
 
 def resolve_override(value: str, default: str) -> str:

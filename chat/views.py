@@ -8,7 +8,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from characters.card_macros import card_text
 from characters.models import Character
+from characters.personas import persona_for
 from chat import actions, model_catalog
 from chat.access import get_conversation_for_user
 from chat.events import message_html
@@ -20,7 +22,11 @@ from chat.models import Conversation, Message
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     conversations = Conversation.objects.for_user(request.user).order_by("-updated_at")[:100]
-    characters = Character.objects.visible_to(request.user)
+    characters = list(Character.objects.visible_to(request.user))
+    user_name, _ = persona_for(request.user)
+    for character in characters:
+        # Macros filled in as on the character page, never the raw {{char}} of the card.
+        character.description_text = card_text(character.description, character, user_name)
     return render(
         request, "chat/home.html", {"conversations": conversations, "characters": characters}
     )

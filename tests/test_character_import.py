@@ -388,3 +388,36 @@ def test_the_import_command_reports_a_bad_file_and_imports_the_good_ones(db, tmp
 def test_the_export_command_refuses_an_unknown_name(db, tmp_path):
     with pytest.raises(CommandError, match="No character named"):
         call_command("export_character", "Nobody", "--out", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("creation_date", "modification_date"),
+    [(1719942734577, 1719942734), ("2023-5-12 @21h 32m 29s 228ms", "1683900749")],
+)
+def test_a_stored_cards_dates_and_empty_v3_fields_survive_the_png_export_exactly(
+    db, creation_date, modification_date
+):
+    v3 = v3_card()
+    del v3["data"]["nickname"]
+    v3["data"]["group_only_greetings"] = []
+    v3["data"]["creation_date"], v3["data"]["modification_date"] = creation_date, modification_date
+    v2 = v2_card()
+    v2["data"]["creation_date"], v2["data"]["modification_date"] = creation_date, modification_date
+
+    from_v3, _ = import_card_file(to_json_bytes(v3), "v3.json", None)
+    from_v2, _ = import_card_file(to_json_bytes(v2), "v2.json", None)
+    v3_chunks = png_text_chunks(export_card(reloaded(from_v3), "png")[0])
+    v2_chunks = png_text_chunks(export_card(reloaded(from_v2), "png")[0])
+
+    assert json.loads(export_card(reloaded(from_v3), "json")[0]) == v3
+    assert v3_chunks["ccv3"] == v3
+    assert v3_chunks["chara"]["data"]["group_only_greetings"] == []
+    assert "nickname" not in v3_chunks["chara"]["data"]
+    assert v2_chunks["chara"] == v2
+    for chunks in (v3_chunks, v2_chunks):
+        for name in ("chara", "ccv3"):
+            data = chunks[name]["data"]
+            assert (data["creation_date"], data["modification_date"]) == (
+                creation_date,
+                modification_date,
+            )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import DEFAULT_MODELS, FakeUpstream, Reply
 
 BODY = {
     "model": "serika/test-model",
@@ -119,9 +119,18 @@ async def test_wrong_key_gets_401_and_keeps_the_queue(
 
 
 async def test_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
-    response = await client.get("/models")
+    response = await client.get("/embeddings")
     assert response.status_code == 404
     assert "error" in response.json()
+
+
+async def test_models_are_listed_and_can_fail(
+    upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    listed = await client.get("/models")
+    assert [m["id"] for m in listed.json()["data"]] == list(DEFAULT_MODELS)
+    upstream.models_status = 503
+    assert (await client.get("/models")).status_code == 503
 
 
 async def test_429_with_retry_after(upstream: FakeUpstream, client: httpx.AsyncClient) -> None:

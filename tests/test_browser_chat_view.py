@@ -45,3 +45,78 @@ def test_copy_code_puts_the_code_block_text_on_the_clipboard(
     reply.get_by_role("button", name="Copy code").click()
     expect(reply.get_by_role("button", name="Copy code")).to_have_attribute("data-copied", "true")
     assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+
+
+def _end_in_view(page) -> bool:
+    """Whether the transcript's last message ends inside the transcript's visible area."""
+    return page.evaluate(
+        """() => {
+          const t = document.getElementById("transcript");
+          const last = t.querySelector(".message:last-of-type");
+          const box = t.getBoundingClientRect(), end = last.getBoundingClientRect().bottom;
+          return end <= box.bottom + 2 && end >= box.top;
+        }"""
+    )
+
+
+def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_to_latest(
+    daphne_server, upstream, character, browser
+):
+    import time
+
+    from playwright.sync_api import expect
+
+    from chat import actions
+    from chat.models import Message
+
+    user = get_user_model().objects.create(
+        username="alice",
+        password=PBKDF2PasswordHasher().encode("alice-password", "alicesalt1234567"),
+    )
+    conversation = actions.start_conversation(user, character)
+    for i in range(30):  # long enough to scroll
+        Message.objects.create(conversation=conversation, role="user", content=f"Question {i}")
+        Message.objects.create(
+            conversation=conversation,
+            role="assistant",
+            content=f"Answer {i}",
+            content_html=f"<p>Answer {i}</p>",
+        )
+    lines = [f"Line {i} of a long story.\n\n" for i in range(80)]
+    upstream.enqueue(Reply(tokens=lines, gap=0.1))  # ~8 s, growing by a paragraph each step
+    page = browser.page
+    page.goto(f"{daphne_server.url}/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{daphne_server.url}/conversations/{conversation.pk}/")
+    expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
+    jump = page.get_by_role("button", name="Jump to latest")
+    expect(jump).to_be_hidden()
+
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Tell me a long story")
+    box.press("Enter")
+    streaming = page.locator(".message.assistant.status-streaming")
+    expect(streaming).to_contain_text("Line 10")
+    for _ in range(5):  # the end of the growing reply stays visible
+        assert _end_in_view(page)
+        time.sleep(0.2)
+
+    # The member scrolls up: the view stays where they put it while the reply grows.
+    page.locator("#transcript").hover()
+    page.mouse.wheel(0, -1500)
+    expect(jump).to_be_visible()
+    held = page.evaluate("document.getElementById('transcript').scrollTop")
+    expect(streaming).to_contain_text("Line 40")
+    assert page.evaluate("document.getElementById('transcript').scrollTop") == held
+    assert not _end_in_view(page)
+
+    jump.click()
+    expect(jump).to_be_hidden()
+    expect(streaming).to_contain_text("Line 60")
+    assert _end_in_view(page)
+    reply = page.locator(".message.assistant").last
+    expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
+    assert _end_in_view(page)
+    assert browser.problems == []

@@ -17,3 +17,48 @@ document.addEventListener("click", async (event) => {
     button.dataset.copied = "false";
   }
 });
+
+// Follow-scroll: while the member has not scrolled up, whatever grows at the end of the
+// transcript (a streaming reply, a retry's result) stays in view; once they scroll up, the view
+// stays where they put it and "Jump to latest" brings them back (and following resumes).
+(() => {
+  const transcript = document.getElementById("transcript");
+  const jump = document.getElementById("jump-to-latest");
+  if (!transcript || !jump) return;
+  const NEAR = 80; // px from the bottom that still count as "at the end"
+  let following = true;
+  let userScrolledAt = 0;
+
+  const atEnd = () => transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR;
+  const toEnd = () => {
+    transcript.scrollTop = transcript.scrollHeight;
+  };
+  const setFollowing = (value) => {
+    following = value;
+    jump.hidden = following;
+  };
+
+  // Only the member's own scrolling (wheel, touch, keys, the scrollbar) stops the following;
+  // the page's scrolling to the end never does.
+  for (const type of ["wheel", "touchmove", "keydown", "pointerdown"]) {
+    transcript.addEventListener(type, () => {
+      userScrolledAt = performance.now();
+    }, { passive: true });
+  }
+  transcript.addEventListener("scroll", () => {
+    if (atEnd()) setFollowing(true);
+    else if (performance.now() - userScrolledAt < 1000) setFollowing(false);
+  }, { passive: true });
+
+  new MutationObserver(() => {
+    if (following) toEnd();
+    else jump.hidden = false;
+  }).observe(transcript, { childList: true, subtree: true, characterData: true });
+
+  jump.addEventListener("click", () => {
+    setFollowing(true);
+    toEnd();
+    document.getElementById("message")?.focus({ preventScroll: true });
+  });
+  toEnd();
+})();

@@ -120,3 +120,58 @@ def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_t
     expect(reply).to_have_attribute("data-status", "complete", timeout=20_000)
     assert _end_in_view(page)
     assert browser.problems == []
+
+
+def test_on_a_phone_the_conversations_button_opens_the_list_as_a_drawer(
+    daphne_server, upstream, character, browser
+):
+    from playwright.sync_api import expect
+
+    from chat import actions
+
+    user = get_user_model().objects.create(
+        username="alice",
+        password=PBKDF2PasswordHasher().encode("alice-password", "alicesalt1234567"),
+    )
+    older = actions.start_conversation(user, character)
+    current = actions.start_conversation(user, character)
+    page = browser.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{daphne_server.url}/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{daphne_server.url}/conversations/{current.pk}/")
+    expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
+
+    # The top bar and the chat's header each stay one line at 390 px.
+    for selector in (".topbar", ".chat-head"):
+        height = page.locator(selector).evaluate("el => el.getBoundingClientRect().height")
+        assert height < 60, (selector, height)
+    drawer = page.get_by_role("complementary", name="Conversations")
+    toggle = page.get_by_role("button", name="Conversations")
+    expect(drawer).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    toggle.click()
+    expect(drawer).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    assert page.evaluate("document.getElementById('sidebar').contains(document.activeElement)")
+    page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()
+    assert page.evaluate("document.activeElement.id") == "conversations-toggle"
+
+    toggle.click()
+    drawer.get_by_role("button", name="Close").click()
+    expect(drawer).to_be_hidden()
+
+    toggle.click()
+    drawer.locator(f"a[href='/conversations/{older.pk}/']").click()
+    expect(page).to_have_url(f"{daphne_server.url}/conversations/{older.pk}/")
+    expect(drawer).to_be_hidden()
+
+    # On a laptop the list is simply there, with no button.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    expect(drawer).to_be_visible()
+    expect(toggle).to_be_hidden()
+    assert browser.problems == []

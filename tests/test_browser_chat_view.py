@@ -47,6 +47,21 @@ def test_copy_code_puts_the_code_block_text_on_the_clipboard(
     assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
 
 
+def make_alice():
+    # Hashed as the server hashes (the test settings hash with MD5, which it does not accept).
+    return get_user_model().objects.create(
+        username="alice",
+        password=PBKDF2PasswordHasher().encode("alice-password", "alicesalt1234567"),
+    )
+
+
+def log_in_alice(page, url: str) -> None:
+    page.goto(f"{url}/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password")
+    page.get_by_role("button", name="Log in").click()
+
+
 def _end_in_view(page) -> bool:
     """Whether the transcript's last message ends inside the transcript's visible area."""
     return page.evaluate(
@@ -69,10 +84,7 @@ def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_t
     from chat import actions
     from chat.models import Message
 
-    user = get_user_model().objects.create(
-        username="alice",
-        password=PBKDF2PasswordHasher().encode("alice-password", "alicesalt1234567"),
-    )
+    user = make_alice()
     conversation = actions.start_conversation(user, character)
     for i in range(30):  # long enough to scroll
         Message.objects.create(conversation=conversation, role="user", content=f"Question {i}")
@@ -85,10 +97,7 @@ def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_t
     lines = [f"Line {i} of a long story.\n\n" for i in range(80)]
     upstream.enqueue(Reply(tokens=lines, gap=0.1))  # ~8 s, growing by a paragraph each step
     page = browser.page
-    page.goto(f"{daphne_server.url}/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("alice-password")
-    page.get_by_role("button", name="Log in").click()
+    log_in_alice(page, daphne_server.url)
     page.goto(f"{daphne_server.url}/conversations/{conversation.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
     jump = page.get_by_role("button", name="Jump to latest")
@@ -129,18 +138,12 @@ def test_on_a_phone_the_conversations_button_opens_the_list_as_a_drawer(
 
     from chat import actions
 
-    user = get_user_model().objects.create(
-        username="alice",
-        password=PBKDF2PasswordHasher().encode("alice-password", "alicesalt1234567"),
-    )
+    user = make_alice()
     older = actions.start_conversation(user, character)
     current = actions.start_conversation(user, character)
     page = browser.page
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{daphne_server.url}/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("alice-password")
-    page.get_by_role("button", name="Log in").click()
+    log_in_alice(page, daphne_server.url)
     page.goto(f"{daphne_server.url}/conversations/{current.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
 

@@ -17,7 +17,7 @@ browser = live.browser
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_copy_code_puts_the_code_block_text_on_the_clipboard(
+def test_copy_code_and_copy_put_the_code_and_the_raw_message_on_the_clipboard(
     daphne_server, upstream, character, browser
 ):
     from playwright.sync_api import expect
@@ -45,6 +45,24 @@ def test_copy_code_puts_the_code_block_text_on_the_clipboard(
     reply.get_by_role("button", name="Copy code").click()
     expect(reply.get_by_role("button", name="Copy code")).to_have_attribute("data-copied", "true")
     assert page.evaluate("navigator.clipboard.readText()") == "print('hi')\n"
+
+    # "Copy" on a message copies its raw text, markdown as written: on a streamed reply, and
+    # on the messages of a page rendered by the server.
+    reply.get_by_role("button", name="Copy", exact=True).click()
+    expect(reply.get_by_role("button", name="Copy", exact=True)).to_have_attribute(
+        "data-copied", "true"
+    )
+    raw = "Here:\n\n```python\nprint('hi')\n```\n"
+    assert page.evaluate("navigator.clipboard.readText()") == raw
+    page.reload()
+    question = page.locator(".message.user").last
+    question.get_by_role("button", name="Copy", exact=True).click()
+    expect(question.get_by_role("button", name="Copy", exact=True)).to_have_attribute(
+        "data-copied", "true"
+    )
+    assert page.evaluate("navigator.clipboard.readText()") == "Show me code"
+    page.locator(".message.assistant").last.get_by_role("button", name="Copy", exact=True).click()
+    assert page.evaluate("navigator.clipboard.readText()") == raw
 
 
 def make_alice():

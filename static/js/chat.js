@@ -61,7 +61,14 @@
       const notice = document.createElement("div");
       notice.className = "notice";
       notice.hidden = true;
-      el.append(who, body, notice);
+      const tools = document.createElement("div");
+      tools.className = "tools";
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "link copy-message";
+      copy.textContent = "Copy";
+      tools.append(copy);
+      el.append(who, body, notice, tools);
       transcript.append(el);
     }
     el.className = `message ${message.role} status-${message.status}`;

@@ -1,14 +1,22 @@
-// Chat view niceties that need no server state: copying rendered code blocks.
+// Chat view niceties that need no server state: copying messages and code blocks, follow-scroll.
 "use strict";
 
-// Delegated, so code blocks streamed in or re-rendered after page load work too.
+// Delegated, so code blocks and messages streamed in or re-rendered after page load work too.
+// "Copy" on a message copies its raw text (markdown as written), "Copy code" a block's code.
+function textToCopy(button) {
+  if (button.matches(".copy-code")) return button.closest(".codeblock")?.querySelector("pre")?.innerText;
+  const message = button.closest(".message");
+  if (!message) return undefined;
+  return message.dataset.content || message.querySelector(".body").innerText;
+}
+
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest("button.copy-code");
+  const button = event.target.closest("button.copy-code, button.copy-message");
   if (!button) return;
-  const pre = button.closest(".codeblock")?.querySelector("pre");
-  if (!pre) return;
+  const text = textToCopy(button);
+  if (text === undefined) return;
   try {
-    await navigator.clipboard.writeText(pre.innerText);
+    await navigator.clipboard.writeText(text);
     button.dataset.copied = "true";
     button.setAttribute("aria-description", "Copied");
   } catch {

@@ -35,7 +35,7 @@ document.addEventListener("click", async (event) => {
   if (!transcript || !jump) return;
   const NEAR = 80; // px from the bottom that still count as "at the end"
   let following = true;
-  let userScrolledAt = 0;
+  let userScrolledAt = -Infinity; // when the member last wheeled, touched, pressed or clicked here
 
   const atEnd = () => transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR;
   const toEnd = () => {

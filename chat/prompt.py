@@ -16,7 +16,9 @@ Message layout produced by :func:`build_prompt` (with a character):
    starting with ``"Example dialogue:"``. They are separate messages so that the context budget
    can drop them one at a time, last example first.
 3. The stored history turns, oldest first, roles as stored.
-4. ``post_history_instructions`` as a final ``system`` message, when non-empty.
+4. When continuing the last reply (``continuing=True``, SillyTavern's "Continue"), a ``system``
+   message :data:`CONTINUE_NUDGE` after the history, which then ends with that reply as written.
+5. ``post_history_instructions`` as a final ``system`` message, when non-empty.
 
 Without a character the messages are just the history turns (unchanged, budget still applied).
 
@@ -74,6 +76,8 @@ _WIDE_CHARS = re.compile(f"[{chr(WIDE_CHAR_START)}-{chr(0x10FFFF)}]+")
 # Role markers and separators the API wraps around every message (OpenAI documents ~3-4).
 MESSAGE_OVERHEAD_TOKENS = 4
 EXAMPLE_HEADER = "Example dialogue:"
+# SillyTavern's default continue nudge (`continue_nudge_prompt`), sent after the reply to carry on.
+CONTINUE_NUDGE = "[Continue your last message without repeating its original content.]"
 
 _ORIGINAL_RE = re.compile(r"\{\{original\}\}", re.IGNORECASE)
 _START_RE = re.compile(r"<START>", re.IGNORECASE)
@@ -665,8 +669,11 @@ def _fit_budget(
     turns: list[dict[str, str]],
     tail: list[dict[str, str]],
     context_tokens: int | None,
+    keep_last_turn: bool = False,
 ) -> _Fitted:
-    """Drop examples (last first), then turns (oldest first) until the prompt fits."""
+    """Drop examples (last first), then turns (oldest first) until the prompt fits.
+
+    `keep_last_turn` also protects the last turn (a reply being continued)."""
     if context_tokens is None:
         return _Fitted([*head, *examples, *turns, *tail], 0, 0, [])
     notes: list[str] = []
@@ -680,14 +687,16 @@ def _fit_budget(
 
     # The latest user turn is what the model answers; without a user turn, protect the last one.
     user_indices = [i for i, turn in enumerate(turns) if turn["role"] == "user"]
-    protected = user_indices[-1] if user_indices else len(turns) - 1
+    protected = {user_indices[-1] if user_indices else len(turns) - 1}
+    if keep_last_turn:
+        protected.add(len(turns) - 1)
     dropped: set[int] = set()
     # Index order skipping `protected` = oldest turns before it, then (if still needed) the ones
     # after it, so the kept history stays a recent, contiguous stretch whenever possible.
     for i in range(len(turns)):
         if total <= context_tokens:
             break
-        if i == protected:
+        if i in protected:
             continue
         total -= _message_tokens(turns[i])
         dropped.add(i)
@@ -715,6 +724,7 @@ def build_prompt(
     default_post_history_instructions: str = "",
     lore_budget_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    continuing: bool = False,
 ) -> Prompt:
     """Assemble the messages for one completion request.
 
@@ -722,11 +732,13 @@ def build_prompt(
     app stored it). `context_tokens` is the budget for the whole prompt as measured by
     :func:`count_message_tokens` (None = unlimited; reserve the reply's tokens before calling).
     `lore_budget_seconds` bounds all lorebook searches together (see :func:`activate_lorebook`).
-    See the module docstring for the message layout and the trimming order.
+    See the module docstring for the message layout and the trimming order. `continuing` asks
+    for more of the history's last (assistant) turn: the nudge goes after it, never trimmed.
     """
+    nudge = [{"role": "system", "content": CONTINUE_NUDGE}] if continuing else []
     if character is None:
         turns = [{"role": turn.role, "content": turn.content} for turn in history]
-        fitted = _fit_budget([], [], turns, [], context_tokens)
+        fitted = _fit_budget([], [], turns, nudge, context_tokens, continuing)
         return Prompt(
             messages=fitted.messages,
             trimmed_turns=fitted.trimmed_turns,
@@ -777,9 +789,9 @@ def build_prompt(
     post = expand(
         resolve_override(character.post_history_instructions, default_post_history_instructions)
     )
-    tail = [{"role": "system", "content": post}] if post else []
+    tail = [*nudge, *([{"role": "system", "content": post}] if post else [])]
 
-    fitted = _fit_budget(head, examples, turns, tail, context_tokens)
+    fitted = _fit_budget(head, examples, turns, tail, context_tokens, continuing)
     return Prompt(
         messages=fitted.messages,
         trimmed_turns=fitted.trimmed_turns,

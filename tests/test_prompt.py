@@ -9,6 +9,7 @@ import pytest
 
 from chat.prompt import (
     CHARS_PER_TOKEN,
+    CONTINUE_NUDGE,
     DEFAULT_INSERTION_ORDER,
     DEFAULT_SCAN_DEPTH,
     DEFAULT_SYSTEM_PROMPT,
@@ -204,6 +205,49 @@ def test_post_history_instructions_are_present_even_with_an_empty_history():
     prompt = build(char(post_history_instructions="Go."))
     assert prompt.messages[-1] == {"role": "system", "content": "Go."}
     assert len(prompt.messages) == 2
+
+
+# --- continuing a reply -----------------------------------------------------------------------
+
+
+def test_continuing_puts_the_nudge_after_the_reply_and_before_post_history_instructions():
+    prompt = build(
+        char(post_history_instructions="Stay terse."),
+        [user("A story?"), bot("Once upon a time")],
+        continuing=True,
+    )
+    assert prompt.messages[-4:] == [
+        {"role": "user", "content": "A story?"},
+        {"role": "assistant", "content": "Once upon a time"},
+        {"role": "system", "content": CONTINUE_NUDGE},
+        {"role": "system", "content": "Stay terse."},
+    ]
+
+
+def test_continuing_without_a_character_ends_with_the_nudge():
+    prompt = build_prompt(None, [user("A story?"), bot("Once")], continuing=True)
+    assert prompt.messages == [
+        {"role": "user", "content": "A story?"},
+        {"role": "assistant", "content": "Once"},
+        {"role": "system", "content": CONTINUE_NUDGE},
+    ]
+
+
+def test_neither_the_continue_nudge_nor_the_reply_it_continues_is_trimmed():
+    history = [turn for i in range(40) for turn in (user(f"q{i} " * 20), bot(f"a{i} " * 20))]
+    history[-1] = bot("a39 " * 200)  # the reply to carry on: long
+    prompt = build_prompt(None, history, context_tokens=150, continuing=True)
+    assert prompt.trimmed_turns > 0
+    assert prompt.messages[-3:] == [
+        {"role": "user", "content": "q39 " * 20},
+        {"role": "assistant", "content": "a39 " * 200},
+        {"role": "system", "content": CONTINUE_NUDGE},
+    ]
+
+
+def test_not_continuing_sends_no_nudge():
+    prompt = build(char(), [user("A story?"), bot("Once")])
+    assert CONTINUE_NUDGE not in str(prompt.messages)
 
 
 # --- character definition ---------------------------------------------------------------------

@@ -1,14 +1,18 @@
 """Every write to conversations and messages: verb-named functions that persist, then broadcast.
 
 The sync halves run in one transaction each; the async wrappers broadcast only after that
-transaction has committed, so a browser never hears of data it cannot load.
+transaction has committed, so a browser never hears of data it cannot load. The conversation's
+messages form a tree (`chat.tree`): sending, regenerating, editing, continuing, deleting and
+choosing an alternative all change it here, and none of them while a reply streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,10 +26,10 @@ from characters.card_macros import card_text
 from characters.personas import persona_for
 from chat import events
 from chat.access import SocketAccess
-from chat.events import render_message
 from chat.models import Conversation, Message
-from chat.prompt import PromptCharacter, Turn, build_prompt
-from chat.rendering import render_card_text
+from chat.rendering import StreamingRenderer, render_card_text, render_message
+from chat.reply_requests import PromptInputs, build_request, prompt_inputs
+from chat.tree import Tree, load_tree, path_messages
 from chat.upstream import CompletionRequest
 
 
@@ -41,14 +45,27 @@ class TooManyReplies(Exception):
     """The member already has `CHAT_MAX_CONCURRENT_PER_USER` replies streaming."""
 
 
+class Refused(Exception):
+    """A change to the conversation's tree that cannot be made; `code` is the error frame's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass
 class StartedReply:
-    """A reply stored as streaming, and the upstream request that will write it."""
+    """A reply stored as streaming, and the upstream request that will write it.
+
+    A continued reply (`prefix`: its text so far) streams on from `renderer`, which has
+    rendered that text already."""
 
     conversation: Conversation
     reply: Message
     request: CompletionRequest
     user_message: Message | None = None
+    prefix: str = ""
+    renderer: StreamingRenderer | None = None
 
 
 def greetings_of(character) -> list[str]:
@@ -59,12 +76,11 @@ def greetings_of(character) -> list[str]:
     return [text for text in options if isinstance(text, str) and text.strip()]
 
 
-def _expand_greeting(character, user, text: str) -> str:
-    return card_text(text, character, persona_for(user)[0])
-
-
 def start_conversation(user, character) -> Conversation:
-    """A new conversation with `character` (or none), opened by the character's greeting."""
+    """A new conversation with `character` (or none), opened by the character's greeting.
+
+    Each of the character's greetings is stored as an alternative opening (a root of the
+    tree); the first is shown."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=user,
@@ -72,16 +88,25 @@ def start_conversation(user, character) -> Conversation:
             title=character.name if character else "",
             model=character.model_name if character else settings.SERIKA_DEFAULT_MODEL,
         )
-        greetings = greetings_of(character)
-        if greetings:
-            greeting = _expand_greeting(character, user, greetings[0])
-            Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                content=greeting,
-                content_html=render_card_text(greeting),
-                greeting_index=0,
+        user_name = persona_for(user)[0] if character else ""
+        greetings = []
+        for index, text in enumerate(greetings_of(character)):
+            greeting = card_text(text, character, user_name)
+            greetings.append(
+                Message(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    content=greeting,
+                    content_html=render_card_text(greeting),
+                    greeting_index=index,
+                )
             )
+        if greetings:
+            first, *alternates = greetings
+            first.save(force_insert=True)  # the first gets the lowest id: it is the oldest root
+            Message.objects.bulk_create(alternates)
+            conversation.current_leaf = first
+            Conversation.objects.filter(pk=conversation.pk).update(current_leaf=first)
     return conversation
 
 
@@ -96,47 +121,12 @@ def update_chat_settings(
     return conversation
 
 
-class GreetingLocked(Exception):
-    """The greeting can no longer be switched: the user has replied, or there is none."""
-
-
-@database_sync_to_async
-def _switch_greeting_sync(access: SocketAccess, index: int) -> Message:
-    conversation = access.conversation()
-    with transaction.atomic():
-        greeting = (
-            conversation.messages.select_for_update()
-            .filter(greeting_index__isnull=False)
-            .order_by("pk")
-            .first()
-        )
-        if greeting is None or conversation.messages.filter(role=Message.Role.USER).exists():
-            raise GreetingLocked("The greeting can only be changed before your first message.")
-        options = greetings_of(conversation.character)
-        if not 0 <= index < len(options):
-            raise GreetingLocked("There is no such greeting.")
-        greeting.content = _expand_greeting(
-            conversation.character, conversation.owner, options[index]
-        )
-        greeting.content_html = render_card_text(greeting.content)
-        greeting.greeting_index = index
-        greeting.save(update_fields=["content", "content_html", "greeting_index", "updated_at"])
-    return greeting
-
-
-async def switch_greeting(access: SocketAccess, index: int) -> Message:
-    """Replace the opening message with greeting `index`, before the user's first reply.
-
-    Raises AccessEnded or GreetingLocked, changing nothing.
-    """
-    greeting = await _switch_greeting_sync(access, index)
-    await events.message_done(greeting)
-    return greeting
-
-
-def _new_reply(conversation: Conversation, generator_channel: str) -> Message:
+def _new_reply(
+    conversation: Conversation, generator_channel: str, parent_id: int | None
+) -> Message:
     return Message(
         conversation=conversation,
+        parent_id=parent_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=conversation.model,
@@ -144,18 +134,30 @@ def _new_reply(conversation: Conversation, generator_channel: str) -> Message:
     )
 
 
+@contextmanager
+def _member_writing(access: SocketAccess) -> Iterator[Conversation]:
+    """A transaction in which this member's writes run one after another, and the socket's
+    conversation as of then (its access re-checked).
+
+    Everything a tree change decides on (the shown leaf, whether a reply streams, how many
+    replies the member has streaming) is read after the lock, so two tabs or processes acting
+    at once see each other's results. On PostgreSQL the member's row is locked first; SQLite's
+    IMMEDIATE transactions take the database's write lock when they begin.
+    """
+    with transaction.atomic():
+        if connection.features.has_select_for_update:
+            list(
+                get_user_model().objects.select_for_update().filter(pk=access.user_id).values("pk")
+            )
+        yield access.conversation()
+
+
 def _check_capacity(conversation: Conversation) -> None:
     """Refuse a new reply when the owner has their share of generations streaming already.
 
-    Called inside the transaction that stores the reply. On PostgreSQL the owner's row is
-    locked first, so that concurrent sends of one member, from any process, count one after
-    the other; SQLite's IMMEDIATE transactions serialize every write anyway.
-    """
-    owner_id = conversation.owner_id
-    if connection.features.has_select_for_update:
-        list(get_user_model().objects.select_for_update().filter(pk=owner_id).values("pk"))
+    Called inside `_member_writing`, before the reply is stored."""
     streaming = Message.objects.filter(
-        conversation__owner_id=owner_id, status=Message.Status.STREAMING
+        conversation__owner_id=conversation.owner_id, status=Message.Status.STREAMING
     ).count()
     limit = settings.CHAT_MAX_CONCURRENT_PER_USER
     if streaming >= limit:
@@ -166,15 +168,11 @@ def _check_capacity(conversation: Conversation) -> None:
         )
 
 
-def _create_reply(conversation: Conversation, generator_channel: str) -> Message:
-    reply = _new_reply(conversation, generator_channel)
-    try:
-        with transaction.atomic():
-            _check_capacity(conversation)
-            reply.save(force_insert=True)
-    except IntegrityError as exc:
-        raise ConversationBusy from exc
-    return reply
+def _refuse_while_streaming(conversation: Conversation) -> None:
+    """Refuse when a reply streams in this conversation: its branch must stay as it was while
+    it is being written. Called inside `_member_writing`."""
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise ConversationBusy
 
 
 def _check_character(conversation: Conversation) -> None:
@@ -185,20 +183,33 @@ def _check_character(conversation: Conversation) -> None:
         raise CharacterUnavailable("This character is no longer available.")
 
 
-@dataclass(frozen=True)
-class PromptInputs:
-    """Everything a reply's prompt is built from, read inside the send's database call, so that
-    building it needs no database and can run off the shared database thread."""
+def _message_in(conversation: Conversation, message_id: int | None) -> Message:
+    """Message `message_id` of this conversation; any other id is "not found"."""
+    message = (
+        Message.objects.filter(conversation=conversation, pk=message_id).first()
+        if message_id is not None
+        else None
+    )
+    if message is None:
+        raise Refused("not_found", "There is no such message in this conversation.")
+    return message
 
-    character: PromptCharacter | None  # None: no character, or the upstream persona alone
-    history: list[Turn]
-    user_name: str
-    user_description: str
-    context_tokens: int
-    model: str
-    temperature: float | None
-    max_tokens: int | None
-    character_id: str
+
+def _children(conversation: Conversation, parent_id: int | None) -> list[int]:
+    return list(
+        Message.objects.filter(conversation=conversation, parent_id=parent_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _show(conversation: Conversation, leaf_id: int | None, *, touch: bool = True) -> None:
+    """Make the branch ending at `leaf_id` the one the conversation shows."""
+    conversation.current_leaf_id = leaf_id
+    changes = {"current_leaf_id": leaf_id}
+    if touch:  # new messages move the conversation up the list; browsing its branches does not
+        changes["updated_at"] = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(**changes)
 
 
 @dataclass
@@ -211,33 +222,47 @@ class _Stored:
     user_message: Message | None = None
 
 
-@database_sync_to_async
-def _post_user_message_sync(access: SocketAccess, content: str, generator_channel: str) -> _Stored:
-    conversation = access.conversation()
+def _store_exchange(
+    conversation: Conversation, parent_id: int | None, content: str, generator_channel: str
+) -> tuple[Message, Message]:
+    """Store a user message under `parent_id` and an empty streaming reply to it, and show
+    them. Called inside `_member_writing`: when the reply cannot start (another one streams:
+    the database's unique constraint), the user message is rolled back with it."""
     _check_character(conversation)
-    user_message = Message(
+    _check_capacity(conversation)
+    user_message = Message.objects.create(
         conversation=conversation,
+        parent_id=parent_id,
         role=Message.Role.USER,
         content=content,
         content_html=render_message(Message.Role.USER, content),
     )
-    reply = _new_reply(conversation, generator_channel)
+    reply = _new_reply(conversation, generator_channel, user_message.pk)
+    reply.save(force_insert=True)
+    _show(conversation, reply.pk)
+    return user_message, reply
+
+
+@database_sync_to_async
+def _post_user_message_sync(access: SocketAccess, content: str, generator_channel: str) -> _Stored:
     try:
-        with transaction.atomic():
-            _check_capacity(conversation)
-            # One INSERT for both: when the reply cannot start (another one is streaming),
-            # the user message is refused with it, so a refused send stores nothing.
-            Message.objects.bulk_create([user_message, reply])
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        with _member_writing(access) as conversation:
+            user_message, reply = _store_exchange(
+                conversation, conversation.current_leaf_id, content, generator_channel
+            )
     except IntegrityError as exc:
         raise ConversationBusy from exc
+    # Added below the shown leaf, which has no children: neither has alternatives yet.
+    user_message.siblings = [user_message.pk]
+    reply.siblings = [reply.pk]
     return _Stored(conversation, reply, prompt_inputs(conversation, reply), user_message)
 
 
 async def post_user_message(
     access: SocketAccess, content: str, generator_channel: str
 ) -> StartedReply:
-    """Store the user's message and an empty streaming reply together, then announce both.
+    """Store the user's message and an empty streaming reply at the end of the shown branch,
+    then announce both.
 
     One database call re-checks the socket's access, checks the character, stores both
     messages and reads the history; a burst of sends is then served in arrival order, each in
@@ -247,6 +272,10 @@ async def post_user_message(
     nothing.
     """
     stored = await _post_user_message_sync(access, content, generator_channel)
+    return await _announce_exchange(stored)
+
+
+async def _announce_exchange(stored: _Stored) -> StartedReply:
     started = await _started(stored)
     await events.message_created(started.user_message)
     await events.message_created(started.reply)
@@ -254,125 +283,223 @@ async def post_user_message(
 
 
 @database_sync_to_async
-def _start_reply_sync(access: SocketAccess, generator_channel: str) -> _Stored:
-    conversation = access.conversation()
-    _check_character(conversation)
-    if not conversation.messages.filter(role=Message.Role.USER).exists():
-        raise ValueError("There is no message to reply to yet.")
-    reply = _create_reply(conversation, generator_channel)
+def _regenerate_sync(
+    access: SocketAccess, generator_channel: str, message_id: int | None
+) -> _Stored:
+    try:
+        with _member_writing(access) as conversation:
+            _check_character(conversation)
+            target_id = conversation.current_leaf_id if message_id is None else message_id
+            if target_id is None:
+                raise Refused("nothing_to_retry", "There is no message to reply to yet.")
+            target = _message_in(conversation, target_id)
+            # A reply is regenerated as an alternative of itself; a user message left without
+            # a reply (or whose replies are not shown) gets one more.
+            parent_id = target.parent_id if target.role == Message.Role.ASSISTANT else target.pk
+            if parent_id is None:
+                raise Refused(
+                    "nothing_to_retry",
+                    "An opening greeting comes from the character card; choose another one "
+                    "with the alternative buttons instead.",
+                )
+            _check_capacity(conversation)
+            reply = _new_reply(conversation, generator_channel, parent_id)
+            reply.save(force_insert=True)
+            _show(conversation, reply.pk)
+    except IntegrityError as exc:
+        raise ConversationBusy from exc
+    reply.siblings = _children(conversation, parent_id)
     return _Stored(conversation, reply, prompt_inputs(conversation, reply))
 
 
-async def start_reply(access: SocketAccess, generator_channel: str) -> StartedReply:
-    """A new reply to the latest user message (Retry), in one database call, then announced.
+async def regenerate_reply(
+    access: SocketAccess, generator_channel: str, message_id: int | None = None
+) -> StartedReply:
+    """A new reply in place of reply `message_id` (default: the shown leaf), kept beside it as
+    its alternative, in one database call, then announced. Retry is this on the shown leaf.
 
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or ValueError
-    (nothing to retry).
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
+    (`not_found`, `nothing_to_retry`), storing nothing.
     """
-    started = await _started(await _start_reply_sync(access, generator_channel))
+    started = await _started(await _regenerate_sync(access, generator_channel, message_id))
     await events.message_created(started.reply)
     return started
 
 
-# Written out because every send runs it: the ORM takes ~0.4 ms to build this query, twenty
-# times what SQLite takes to answer it. Plain SQL that SQLite and PostgreSQL both accept.
-_HISTORY_SQL = (
-    'SELECT "role", "content" FROM "chat_message" WHERE "conversation_id" = %s AND "id" < %s '
-    'AND "status" NOT IN (%s, %s) ORDER BY "id"'
-)
+@database_sync_to_async
+def _continue_sync(access: SocketAccess, generator_channel: str, message_id: int | None) -> _Stored:
+    try:
+        with _member_writing(access) as conversation:
+            _check_character(conversation)
+            _refuse_while_streaming(conversation)
+            reply = _message_in(
+                conversation, conversation.current_leaf_id if message_id is None else message_id
+            )
+            if reply.role != Message.Role.ASSISTANT or reply.pk != conversation.current_leaf_id:
+                raise Refused("cannot_continue", "Only the latest reply can be continued.")
+            if not reply.content:
+                raise Refused(
+                    "cannot_continue", "This reply has no text to continue; regenerate it instead."
+                )
+            _check_capacity(conversation)
+            # It streams again with the model asked now; a note on the new prompt replaces
+            # the old one.
+            reply.status = Message.Status.STREAMING
+            reply.generator_channel = generator_channel
+            reply.model = conversation.model
+            reply.error = reply.error_code = reply.finish_reason = reply.prompt_note = ""
+            reply.save(
+                update_fields=[
+                    "status", "generator_channel", "model", "error", "error_code",
+                    "finish_reason", "prompt_note", "updated_at",
+                ]
+            )  # fmt: skip
+    except IntegrityError as exc:
+        raise ConversationBusy from exc
+    inputs = prompt_inputs(conversation, reply, continuing_from=reply.content)
+    return _Stored(conversation, reply, inputs)
 
 
-def history_for_reply(conversation: Conversation, reply: Message) -> list[Turn]:
-    """The turns a reply answers: everything up to the latest user message before it.
+async def continue_reply(
+    access: SocketAccess, generator_channel: str, message_id: int | None = None
+) -> StartedReply:
+    """Ask the upstream to carry on the latest reply: the same reply streams again, its new text
+    appended to what it had (useful after the token limit or Stop).
 
-    Failed replies are left out, and so are earlier attempts at the same answer (a Retry).
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
+    (`not_found`, `cannot_continue`), changing nothing.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _HISTORY_SQL,
-            [conversation.pk, reply.pk, Message.Status.FAILED, Message.Status.STREAMING],
-        )
-        rows = cursor.fetchall()
-    last_user = max(
-        (i for i, (role, _) in enumerate(rows) if role == Message.Role.USER), default=-1
+    stored = await _continue_sync(access, generator_channel, message_id)
+    started = await _started(stored)
+    started.prefix = stored.reply.content
+    started.renderer = StreamingRenderer()
+    started.renderer.feed(started.prefix)
+    await events.message_continued(
+        started.reply, started.renderer.frozen_html, started.renderer.frozen_upto
     )
-    return [Turn(role, content) for role, content in rows[: last_user + 1] if content]
+    return started
 
 
-def context_budget(conversation: Conversation) -> int:
-    """Prompt tokens a reply may use: the character's budget, else the model's, else the site's."""
-    character = conversation.character
-    if character is not None and character.context_tokens:
-        return character.context_tokens
-    return settings.SERIKA_MODEL_CONTEXT_TOKENS.get(
-        conversation.model, settings.SERIKA_CONTEXT_TOKENS
-    )
+@database_sync_to_async
+def _edit_message_sync(
+    access: SocketAccess, message_id: int, content: str, generator_channel: str | None
+) -> _Stored | Message:
+    try:
+        with _member_writing(access) as conversation:
+            original = _message_in(conversation, message_id)
+            if original.role == Message.Role.USER:
+                if generator_channel is None:
+                    raise Refused(
+                        "unavailable", "The server cannot start a reply right now; try again soon."
+                    )
+                user_message, reply = _store_exchange(
+                    conversation, original.parent_id, content, generator_channel
+                )
+            else:
+                _refuse_while_streaming(conversation)
+                original.content = content
+                original.content_html = render_message(original.role, content)
+                original.edited_at = timezone.now()
+                original.save(update_fields=["content", "content_html", "edited_at", "updated_at"])
+                return original
+    except IntegrityError as exc:
+        raise ConversationBusy from exc
+    user_message.siblings = _children(conversation, original.parent_id)
+    reply.siblings = [reply.pk]
+    return _Stored(conversation, reply, prompt_inputs(conversation, reply), user_message)
 
 
-def _prompt_note(prompt) -> str:
-    notes = []
-    if prompt.trimmed_turns:
-        turns = "message was" if prompt.trimmed_turns == 1 else "messages were"
-        notes.append(
-            f"{prompt.trimmed_turns} older {turns} left out to fit the model's context; "
-            "the character does not see them."
-        )
-    elif prompt.dropped_examples:
-        notes.append("Example dialogue was left out to fit the model's context.")
-    if prompt.lore_unscanned:
-        notes.append(
-            "The lorebook was only partly scanned (its keys took too long to match): "
-            f"{prompt.lore_unscanned} entries were not checked."
-        )
-    return " ".join(notes)
+async def edit_message(
+    access: SocketAccess, message_id: int, content: str, generator_channel: str | None
+) -> StartedReply | None:
+    """Edit message `message_id`.
 
-
-def prompt_inputs(conversation: Conversation, reply: Message) -> PromptInputs:
-    """Read what `reply`'s prompt needs (the history: one query), inside the database call.
-
-    When the character's prompt mode is "upstream", only the Serika persona speaks: no local
-    persona prompt is sent, just its `character_id` and the history.
+    The member's own message is not changed: the new text is stored as its alternative (a new
+    branch) with an empty streaming reply, the branch is shown, and the reply to start is
+    returned (it needs `generator_channel`; None when the process cannot start replies). The
+    original branch stays as it was. A reply (or greeting) is corrected in place, marked
+    edited: what the model sees from then on (None is returned).
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
+    (`not_found`, `unavailable`), changing nothing.
     """
-    character = conversation.character
-    user_name, user_description = persona_for(conversation.owner)
-    local = character is not None and not (
-        character.prompt_mode == "upstream" and character.serika_character_id
-    )
-    return PromptInputs(
-        character=character.as_prompt_character() if local else None,
-        history=history_for_reply(conversation, reply),
-        user_name=user_name,
-        user_description=user_description,
-        context_tokens=context_budget(conversation),
-        model=conversation.model,
-        temperature=conversation.temperature,
-        max_tokens=conversation.max_tokens,
-        character_id=character.serika_character_id if character else "",
-    )
+    result = await _edit_message_sync(access, message_id, content, generator_channel)
+    if isinstance(result, _Stored):
+        return await _announce_exchange(result)
+    await events.message_updated(result)
+    return None
 
 
-def build_request(inputs: PromptInputs) -> tuple[CompletionRequest, str]:
-    """The upstream request and the note on what its prompt left out ("" if nothing).
+def _shown_after(tree: Tree, leaf_id: int | None, parent_id: int | None) -> list[int]:
+    """The ids of the shown branch (ending at `leaf_id`) below message `parent_id`, or all of
+    it when `parent_id` is not on it."""
+    if leaf_id is None:
+        return []
+    path = tree.path_to(leaf_id)
+    if parent_id is None or parent_id not in path:
+        # (A message off the shown branch, from a tab that was behind: resend all of it.)
+        return path
+    return path[path.index(parent_id) + 1 :]
 
-    No database: called in a worker thread. The lorebook's key searches share the budget
-    `CHAT_LOREBOOK_BUDGET_SECONDS`.
+
+def _changeable_tree(conversation: Conversation, message_id: int) -> Tree:
+    """The conversation's tree, to change around message `message_id`; refused while a reply
+    streams, or when the message is not in it. Called inside `_member_writing`."""
+    _refuse_while_streaming(conversation)
+    tree = load_tree(conversation.pk)
+    if message_id not in tree.parents:
+        raise Refused("not_found", "There is no such message in this conversation.")
+    return tree
+
+
+@database_sync_to_async
+def _switch_branch_sync(access: SocketAccess, message_id: int) -> tuple[int | None, list[Message]]:
+    with _member_writing(access) as conversation:
+        tree = _changeable_tree(conversation, message_id)
+        leaf = tree.latest_leaf(message_id)
+        _show(conversation, leaf, touch=False)
+    parent_id = tree.parents[message_id]
+    return parent_id, path_messages(tree, _shown_after(tree, leaf, parent_id))
+
+
+async def switch_branch(access: SocketAccess, message_id: int) -> None:
+    """Show the alternative `message_id` and, below it, its newest branch.
+
+    Raises AccessEnded, ConversationBusy or Refused (`not_found`), changing nothing.
     """
-    prompt = build_prompt(
-        inputs.character,
-        inputs.history,
-        user_name=inputs.user_name,
-        user_description=inputs.user_description,
-        context_tokens=inputs.context_tokens,
-        lore_budget_seconds=settings.CHAT_LOREBOOK_BUDGET_SECONDS,
-    )
-    request = CompletionRequest(
-        model=inputs.model,
-        messages=prompt.messages,
-        temperature=inputs.temperature,
-        max_tokens=inputs.max_tokens,
-        character_id=inputs.character_id,
-    )
-    return request, _prompt_note(prompt)
+    parent_id, messages = await _switch_branch_sync(access, message_id)
+    await events.path_changed(access.conversation_id, parent_id, messages)
+
+
+@database_sync_to_async
+def _delete_message_sync(access: SocketAccess, message_id: int) -> tuple[int | None, list[Message]]:
+    with _member_writing(access) as conversation:
+        tree = _changeable_tree(conversation, message_id)
+        parent_id = tree.parents[message_id]
+        leaf = tree.shown_leaf(conversation.current_leaf_id)
+        siblings = tree.siblings(message_id)
+        doomed = tree.subtree(message_id)
+        if leaf in doomed:
+            # The shown branch loses it: show its nearest alternative (the one before it,
+            # else the one after), or end the branch at its parent.
+            index = siblings.index(message_id)
+            nearest = siblings[index - 1] if index > 0 else next(iter(siblings[1:]), None)
+            leaf = tree.latest_leaf(nearest) if nearest is not None else parent_id
+        Message.objects.filter(pk__in=doomed).delete()
+        _show(conversation, leaf, touch=False)
+        for gone in doomed:
+            del tree.parents[gone]
+        tree.children[parent_id] = [s for s in siblings if s != message_id]
+    return parent_id, path_messages(tree, _shown_after(tree, leaf, parent_id))
+
+
+async def delete_message(access: SocketAccess, message_id: int) -> None:
+    """Delete a message and everything below it (in every branch); the conversation then shows
+    the nearest alternative's branch, or ends at the message's parent.
+
+    Raises AccessEnded, ConversationBusy or Refused (`not_found`), changing nothing.
+    """
+    parent_id, messages = await _delete_message_sync(access, message_id)
+    await events.path_changed(access.conversation_id, parent_id, messages)
 
 
 @database_sync_to_async

@@ -7,7 +7,8 @@ from chat.models import Conversation, Message
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ["__str__", "owner", "character", "model", "updated_at"]
     list_select_related = ["owner", "character"]
-    raw_id_fields = ["owner"]
+    # Raw ids: a select would list every message of every conversation.
+    raw_id_fields = ["owner", "current_leaf"]
     search_fields = ["title", "owner__username"]
 
 
@@ -15,5 +16,5 @@ class ConversationAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ["pk", "conversation", "role", "status", "created_at"]
     list_filter = ["status", "role"]
-    raw_id_fields = ["conversation"]
+    raw_id_fields = ["conversation", "parent"]
     readonly_fields = ["content_html", "generator_channel"]

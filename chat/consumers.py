@@ -16,8 +16,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
+from django.db.models import Q
 
 from chat import actions, events, followers, generation, presence
+from chat import tree as tree_reads
 from chat.access import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
@@ -32,13 +34,27 @@ from serika_web import log_context, metrics
 
 log = logging.getLogger(__name__)
 
-_SYNC_LIMIT = 500
-
 
 @database_sync_to_async
-def _messages_after(access: SocketAccess, after: int) -> list[Message]:
+def _sync_state(
+    access: SocketAccess, after: int, have: set[int] | None
+) -> tuple[list[int], dict[str, list[int]], list[Message]]:
+    """The shown branch's ids, the alternatives of those that have any, and the messages the
+    tab lacks: those newer than `after`, those not in `have`, and those edited in place."""
     conversation = access.conversation()
-    return list(conversation.messages.filter(pk__gt=after).order_by("pk")[:_SYNC_LIMIT])
+    tree = tree_reads.load_tree(conversation.pk)
+    leaf = tree.shown_leaf(conversation.current_leaf_id)
+    path = tree.path_to(leaf) if leaf is not None else []
+    missing = {i for i in path if i > after or (have is not None and i not in have)}
+    if len(missing) < len(path):
+        # Older messages that changed in place: edited, or streaming again (Continue).
+        missing.update(
+            Message.objects.filter(pk__in=path)
+            .filter(Q(edited_at__isnull=False) | Q(status=Message.Status.STREAMING))
+            .values_list("pk", flat=True)
+        )
+    alternatives = {str(i): siblings for i in path if len(siblings := tree.siblings(i)) > 1}
+    return path, alternatives, tree_reads.path_messages(tree, [i for i in path if i in missing])
 
 
 def _streaming_reply_sync(conversation_id: int) -> Message | None:
@@ -68,6 +84,9 @@ CLOSE_TRY_AGAIN = 1013
 _DIRECT_EVENTS = frozenset(
     {
         "message.created",
+        "message.continued",
+        "message.updated",
+        "path.changed",
         "message.delta",
         "message.done",
         "reply.snapshot",
@@ -77,6 +96,14 @@ _DIRECT_EVENTS = frozenset(
         "websocket.disconnect",
     }
 )
+
+
+def _is_id(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+class _FrameRefused(Exception):
+    """A frame's field was refused; the error frame has been sent."""
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -187,7 +214,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "message.send": self.on_send,
             "generation.stop": self.on_stop,
             "message.retry": self.on_retry,
-            "greeting.switch": self.on_switch_greeting,
+            "message.regenerate": self.on_regenerate,
+            "message.continue": self.on_continue,
+            "message.edit": self.on_edit,
+            "message.delete": self.on_delete,
+            "branch.switch": self.on_switch_branch,
         }.get(frame["type"])
         if handler is None:
             await self.send_error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
@@ -199,19 +230,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(frame)
         except AccessEnded as exc:
             await self.close(code=exc.code)
+        except actions.Refused as exc:
+            await self.send_error(exc.code, str(exc))
+        except actions.ConversationBusy:
+            await self.send_error(
+                "busy", "A reply is still being written. Wait for it or stop it first."
+            )
+        except actions.CharacterUnavailable as exc:
+            await self.send_error("character_unavailable", str(exc))
+        except actions.TooManyReplies as exc:
+            await self.send_error("too_many_replies", str(exc))
+        except _FrameRefused:
+            pass
         except DatabaseError as exc:
             log.warning("A %s frame failed: the database is unreachable (%s)", frame["type"], exc)
             await self.send_error("unavailable", UNAVAILABLE)
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         after = frame.get("after", 0)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        if not _is_id(after, minimum=0):
             await self.send_error("bad_frame", "sync.after must be a message id (an integer).")
             return
-        messages = await _messages_after(self.access, after)
+        have = frame.get("have")
+        if have is not None and not (isinstance(have, list) and all(_is_id(i) for i in have)):
+            await self.send_error("bad_frame", "sync.have must be a list of message ids.")
+            return
+        path, alternatives, messages = await _sync_state(
+            self.access, after, set(have) if have is not None else None
+        )
         await self.send_json(
             {
                 "type": "conversation.sync",
+                "path": path,
+                "alternatives": alternatives,
                 "messages": [events.message_payload(m) for m in messages],
             }
         )
@@ -219,54 +270,74 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if message.is_streaming and message.generator_channel:
                 await self.follow(message.pk, message.generator_channel)
 
-    async def on_send(self, frame: dict[str, Any]) -> None:
+    async def _check_content(self, frame: dict[str, Any]) -> str | None:
+        """The frame's message text, or None after an error frame saying what is wrong."""
         content = frame.get("content")
         if not isinstance(content, str) or not content.strip():
             await self.send_error("empty_message", "Type a message first.")
-            return
+            return None
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
             await self.send_error(
                 "message_too_long",
                 f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
             )
+            return None
+        return content
+
+    async def _message_id(self, frame: dict[str, Any], *, required: bool = True) -> int | None:
+        """The frame's message `id`; None when absent (and allowed) or after an error frame."""
+        message_id = frame.get("id")
+        if message_id is None and not required:
+            return None
+        if not _is_id(message_id):
+            await self.send_error("bad_frame", f"{frame['type']}.id must be a message id.")
+            raise _FrameRefused
+        return message_id
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        content = await self._check_content(frame)
+        if content is None:
             return
-        channel = await self.generator_channel()
-        if channel is None:
-            return
-        try:
-            started = await actions.post_user_message(self.access, content, channel)
-        except actions.CharacterUnavailable as exc:
-            await self.send_error("character_unavailable", str(exc))
-            return
-        except actions.ConversationBusy:
-            await self.send_error(
-                "busy", "A reply is still being written. Wait for it or stop it first."
-            )
-            return
-        except actions.TooManyReplies as exc:
-            await self.send_error("too_many_replies", str(exc))
-            return
-        generation.launch(started)
+        if channel := await self.generator_channel():
+            generation.launch(await actions.post_user_message(self.access, content, channel))
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
-        channel = await self.generator_channel()
-        if channel is None:
+        # The shown leaf's reply again: a new alternative of it (or a reply to a user message
+        # left without one).
+        if channel := await self.generator_channel():
+            generation.launch(await actions.regenerate_reply(self.access, channel))
+
+    async def on_regenerate(self, frame: dict[str, Any]) -> None:
+        message_id = await self._message_id(frame, required=False)
+        if channel := await self.generator_channel():
+            generation.launch(await actions.regenerate_reply(self.access, channel, message_id))
+
+    async def on_continue(self, frame: dict[str, Any]) -> None:
+        message_id = await self._message_id(frame, required=False)
+        if channel := await self.generator_channel():
+            generation.launch(await actions.continue_reply(self.access, channel, message_id))
+
+    async def on_edit(self, frame: dict[str, Any]) -> None:
+        message_id = await self._message_id(frame)
+        content = await self._check_content(frame)
+        if content is None:
             return
+        # The member's own message becomes a new branch with a new reply, which needs this
+        # process's channel; a reply is corrected in place, which does not (so it works while
+        # the layer is away or the process restarts).
         try:
-            started = await actions.start_reply(self.access, channel)
-        except actions.CharacterUnavailable as exc:
-            await self.send_error("character_unavailable", str(exc))
-            return
-        except actions.ConversationBusy:
-            await self.send_error("busy", "A reply is still being written.")
-            return
-        except actions.TooManyReplies as exc:
-            await self.send_error("too_many_replies", str(exc))
-            return
-        except ValueError as exc:
-            await self.send_error("nothing_to_retry", str(exc))
-            return
-        generation.launch(started)
+            channel = await generation.new_generator_channel()
+        except Exception:
+            channel = None
+        started = await actions.edit_message(self.access, message_id, content, channel)
+        if started is not None:
+            generation.launch(started)
+
+    async def on_delete(self, frame: dict[str, Any]) -> None:
+        await actions.delete_message(self.access, await self._message_id(frame))
+
+    async def on_switch_branch(self, frame: dict[str, Any]) -> None:
+        await actions.switch_branch(self.access, await self._message_id(frame))
 
     async def generator_channel(self) -> str | None:
         """This process's control channel, or None (and an error frame) when the layer cannot
@@ -284,16 +355,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "unavailable", "The server cannot start a reply right now; try again soon."
             )
             return None
-
-    async def on_switch_greeting(self, frame: dict[str, Any]) -> None:
-        index = frame.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            await self.send_error("bad_frame", "greeting.switch.index must be an integer.")
-            return
-        try:
-            await actions.switch_greeting(self.access, index)
-        except actions.GreetingLocked as exc:
-            await self.send_error("greeting_locked", str(exc))
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         reply = await _checked_streaming_reply(self.access)
@@ -336,6 +397,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message["status"] == Message.Status.STREAMING:
             self.following[message["id"]] = 0
             self.heard[message["id"]] = self._now()
+        await self.send_json(event)
+
+    # A continued reply streams again from seq 0, as a new one does.
+    message_continued = message_created
+
+    async def message_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def path_changed(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
 
     async def message_delta(self, event: dict[str, Any]) -> None:

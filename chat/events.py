@@ -21,12 +21,11 @@ from collections import defaultdict
 from typing import Any, Protocol
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.template.defaultfilters import linebreaksbr
 
 from chat import presence
 from chat.access import conversation_group, user_group
 from chat.models import Message
-from chat.rendering import render_markdown
+from chat.rendering import message_html
 from serika_web import metrics
 
 log = logging.getLogger(__name__)
@@ -187,24 +186,12 @@ async def stop_publishing() -> None:
 
 
 # --- what a message looks like -----------------------------------------------------------------
-def render_message(role: str, content: str) -> str:
-    """The safe HTML of a message's text (user text is escaped, model text sanitized)."""
-    if role == Message.Role.USER:
-        return str(linebreaksbr(content, autoescape=True))
-    return render_markdown(content)
-
-
-def message_html(message: Message) -> str:
-    """The stored rendering of a finished message; a streaming one is rendered as it stands."""
-    if message.content_html or not message.content:
-        return message.content_html
-    return render_message(message.role, message.content)
-
-
 def message_payload(message: Message, **overrides: Any) -> dict[str, Any]:
-    """A message as the browser sees it."""
+    """A message as the browser sees it. `siblings` (the ids of its alternatives, itself
+    included, oldest first) is there when the caller read them (`chat.tree`)."""
     payload = {
         "id": message.pk,
+        "parent": message.parent_id,
         "role": message.role,
         "status": message.status,
         "content": message.content,
@@ -220,7 +207,12 @@ def message_payload(message: Message, **overrides: Any) -> dict[str, Any]:
             if message.completion_tokens is not None or message.prompt_tokens is not None
             else None
         ),
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+        "edited_at": message.edited_at.isoformat() if message.edited_at else None,
     }
+    siblings = getattr(message, "siblings", None)
+    if siblings is not None:
+        payload["siblings"] = siblings
     payload.update(overrides)
     return payload
 
@@ -231,6 +223,42 @@ async def message_created(message: Message) -> None:
     await _send(
         message.conversation_id,
         {"type": "message.created", "message": message_payload(message), "seq": 0},
+    )
+
+
+async def message_continued(message: Message, html: str, frozen: int) -> None:
+    """A finished reply streams again (Continue): new deltas append to its text, from seq 1.
+    `html` is the rendering of its first `frozen` characters, as in a snapshot."""
+    await _send(
+        message.conversation_id,
+        {
+            "type": "message.continued",
+            "message": message_payload(message, html=html, frozen=frozen, seq=0),
+            "seq": 0,
+        },
+    )
+
+
+async def message_updated(message: Message) -> None:
+    """A message's text was corrected in place (Edit of a reply)."""
+    await _send(
+        message.conversation_id, {"type": "message.updated", "message": message_payload(message)}
+    )
+
+
+async def path_changed(
+    conversation_id: int, parent_id: int | None, messages: list[Message]
+) -> None:
+    """The conversation shows another branch (an alternative chosen, a message deleted):
+    everything shown after message `parent_id` (after nothing: from the top) is replaced by
+    `messages`."""
+    await _send(
+        conversation_id,
+        {
+            "type": "path.changed",
+            "parent": parent_id,
+            "messages": [message_payload(m) for m in messages],
+        },
     )
 
 

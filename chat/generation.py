@@ -76,18 +76,28 @@ NETWORK_WAIT_SHARE = 0.25
 class Generation:
     """The generation of one reply."""
 
-    def __init__(self, reply: Message, request: upstream.CompletionRequest) -> None:
+    def __init__(
+        self,
+        reply: Message,
+        request: upstream.CompletionRequest,
+        *,
+        prefix: str = "",
+        renderer: StreamingRenderer | None = None,
+    ) -> None:
         self.reply_id = reply.pk
         self.conversation_id = reply.conversation_id
         self.reply = reply
         self.request = request
         self.seq = 0
-        self._sent: list[str] = []  # text already broadcast, in seq order
+        # A continued reply starts with its text so far, already rendered by `renderer`.
+        self._sent: list[str] = [prefix] if prefix else []  # text already broadcast
         self._pending: list[str] = []  # text received, not yet broadcast
-        self._received_chars = 0
+        self._received_chars = len(prefix)  # the size cap is the stored reply's
         self._started_at = 0.0  # loop time of the upstream request
         self._pieces = 0  # text events received (tokens), counted in the metrics at the end
-        self._renderer = StreamingRenderer()
+        self._renderer = renderer or StreamingRenderer()
+        # A continued reply's usage so far: the new completion tokens add to it.
+        self._earlier_usage = (reply.prompt_tokens, reply.completion_tokens) if prefix else None
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
         self._interrupted = False
@@ -238,6 +248,8 @@ class Generation:
                 outcome.error_code = "interrupted"
                 outcome.error = "The server stopped while this reply was being written."
             outcome.content = self.text()
+            if self._earlier_usage is not None:
+                self._add_earlier_usage(outcome)
             try:
                 # Every delta goes out before "done", so followers end with the full text.
                 await self._broadcast_pending()
@@ -259,6 +271,15 @@ class Generation:
                 )
                 _live.pop(self.reply_id, None)
                 _unflushed.discard(self.reply_id)
+
+    def _add_earlier_usage(self, outcome: ReplyOutcome) -> None:
+        prompt_tokens, completion_tokens = self._earlier_usage
+        if outcome.prompt_tokens is None:
+            outcome.prompt_tokens = prompt_tokens
+        if outcome.completion_tokens is None:
+            outcome.completion_tokens = completion_tokens
+        elif completion_tokens:
+            outcome.completion_tokens += completion_tokens
 
     async def _save_final(self, outcome: ReplyOutcome) -> None:
         """Store the final state, retrying while the database is away.
@@ -379,7 +400,9 @@ def launch(started: actions.StartedReply) -> Generation:
     """Start generating a stored reply in this process; it outlives the socket that asked."""
     ensure_maintenance()
     reply = started.reply
-    generation = Generation(reply, started.request)
+    generation = Generation(
+        reply, started.request, prefix=started.prefix, renderer=started.renderer
+    )
     _live[reply.pk] = generation
     generation.task = asyncio.get_running_loop().create_task(generation.run())
     generation.task.add_done_callback(_log_failure)

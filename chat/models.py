@@ -31,6 +31,11 @@ class Conversation(models.Model):
     model = models.CharField(max_length=200)
     temperature = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The end of the branch the conversation shows: its path from the root is what the page
+    # shows and what the next reply's prompt holds (chat/tree.py).
+    current_leaf = models.ForeignKey(
+        "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -59,6 +64,12 @@ class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
+    # Messages form a tree: siblings (same parent) are alternatives of one another, e.g. the
+    # regenerated replies to one question, or an edited question and the original. Roots are
+    # the opening greetings. A parent is always older than its children.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     # The sanitized rendering, stored once a message's text is final so pages never re-render.
@@ -79,6 +90,8 @@ class Message(models.Model):
     # The channel of the task generating this reply, so Stop and resync reach it from any process.
     generator_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the member last corrected the text in place (assistant messages); null if never.
+    edited_at = models.DateTimeField(null=True, blank=True)
     # Set explicitly by every write; a streaming reply whose process stopped marking it goes stale.
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -115,6 +115,21 @@ def render_markdown(text: str) -> str:
     return sanitize(_md.render(text))
 
 
+def render_message(role: str, content: str) -> str:
+    """The safe HTML of a chat message's text: a member's text is escaped with its line breaks
+    kept (as Django's `linebreaksbr`), model text rendered as markdown and sanitized."""
+    if role == "user":
+        return escape(content.replace("\r\n", "\n").replace("\r", "\n")).replace("\n", "<br>")
+    return render_markdown(content)
+
+
+def message_html(message) -> str:
+    """The stored rendering of a finished message; a streaming one is rendered as it stands."""
+    if message.content_html or not message.content:
+        return message.content_html
+    return render_message(message.role, message.content)
+
+
 # Card fields (creator notes, greetings) longer than this are shown as plain paragraphs, not
 # parsed as markdown: markdown-it spends ~10 µs a character on pathological input (200 kB of
 # "[" took 2.7 s, a 480 kB table 5.4 s), while real cards' notes and greetings are a few kB.

@@ -13,9 +13,10 @@ from characters.models import Character
 from characters.personas import persona_for
 from chat import actions, model_catalog
 from chat.access import get_conversation_for_user
-from chat.events import message_html
 from chat.forms import ChatSettingsForm
 from chat.models import Conversation, Message
+from chat.rendering import message_html
+from chat.tree import visible_path
 
 
 @require_GET
@@ -48,8 +49,8 @@ def start_conversation(request: HttpRequest) -> HttpResponse:
 @login_required
 def conversation(request: HttpRequest, pk: int) -> HttpResponse:
     conv = get_conversation_for_user(request.user, pk)
-    messages = list(conv.messages.order_by("pk"))
-    rendered = [(m, message_html(m)) for m in messages]
+    _, messages = visible_path(conv)
+    rendered = [(m, message_html(m), ",".join(map(str, m.siblings))) for m in messages]
     conversations = Conversation.objects.for_user(request.user).order_by("-updated_at")[:100]
     return render(
         request,
@@ -59,10 +60,9 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
             # Not "messages": that name belongs to django.contrib.messages in every template.
             "transcript": rendered,
             "conversations": conversations,
-            "last_message_id": messages[-1].pk if messages else 0,
+            "last_message_id": max((m.pk for m in messages), default=0),
             "streaming": any(m.status == Message.Status.STREAMING for m in messages),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-            "greeting_count": len(actions.greetings_of(conv.character)),
             "settings_form": _settings_form(conv),
         },
     )

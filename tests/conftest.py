@@ -95,6 +95,22 @@ def admin_change_form(admin_client, character) -> tuple[str, dict[str, Any]]:
     return url, data
 
 
+def store_chain(conversation, *messages: dict[str, Any]):
+    """Store `messages` (Message fields) one below the other at the end of the branch the
+    conversation shows, and show the last; returns them. For tests that need a history."""
+    from chat.models import Conversation, Message
+
+    stored = []
+    parent_id = conversation.current_leaf_id
+    for fields in messages:
+        message = Message.objects.create(conversation=conversation, parent_id=parent_id, **fields)
+        stored.append(message)
+        parent_id = message.pk
+    conversation.current_leaf_id = parent_id
+    Conversation.objects.filter(pk=conversation.pk).update(current_leaf_id=parent_id)
+    return stored
+
+
 def session_cookie(user) -> str:
     client = Client()
     client.force_login(user)

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from tests import live
+from tests.conftest import store_chain
 from tests.fake_upstream import Reply
 
 static_root = live.static_root
@@ -100,17 +101,14 @@ def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_t
     from playwright.sync_api import expect
 
     from chat import actions
-    from chat.models import Message
 
     user = make_alice()
     conversation = actions.start_conversation(user, character)
     for i in range(30):  # long enough to scroll
-        Message.objects.create(conversation=conversation, role="user", content=f"Question {i}")
-        Message.objects.create(
-            conversation=conversation,
-            role="assistant",
-            content=f"Answer {i}",
-            content_html=f"<p>Answer {i}</p>",
+        store_chain(
+            conversation,
+            {"role": "user", "content": f"Question {i}"},
+            {"role": "assistant", "content": f"Answer {i}", "content_html": f"<p>Answer {i}</p>"},
         )
     lines = [f"Line {i} of a long story.\n\n" for i in range(80)]
     upstream.enqueue(Reply(tokens=lines, gap=0.1))  # ~8 s, growing by a paragraph each step

@@ -171,9 +171,13 @@ def test_the_greeting_of_an_imported_card_opens_a_new_chat(db, alice):
 
     conversation = actions.start_conversation(alice, reloaded(character))
 
-    greeting = Message.objects.get(conversation=conversation)
+    greeting = conversation.current_leaf
     assert greeting.role == Message.Role.ASSISTANT
     assert greeting.content == "Oh! You startled me, alice."
+    # The card's alternate greetings wait beside it as alternatives.
+    assert Message.objects.filter(conversation=conversation, parent=None).count() == 1 + len(
+        v2_card()["data"]["alternate_greetings"]
+    )
 
 
 # --- Admin -------------------------------------------------------------------------------------

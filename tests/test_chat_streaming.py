@@ -204,14 +204,15 @@ def _send_statements() -> list[str]:
 
     lock = ["SELECT auth_user"] if connection.features.has_select_for_update else []
     return [
+        *lock,
         "SELECT django_session",
         "SELECT auth_user",
         "SELECT chat_conversation",
-        *lock,
         "SELECT chat_message",
         "INSERT chat_message",
+        "INSERT chat_message",
         "UPDATE chat_conversation",
-        "SELECT chat_message",
+        "WITH chat_message",
     ]
 
 
@@ -237,10 +238,11 @@ def send_and_capture(client, user, conversation, content: str):
 
 def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice, conversation):
     started, statements = send_and_capture(client, alice, conversation, "Hi there")
-    # The session, the user, the conversation with its character, owner and persona (one
-    # query), then the owner's streaming replies counted against the cap (on PostgreSQL after
-    # locking the owner's row), both messages in one INSERT with the conversation's timestamp,
-    # then the history for the prompt.
+    # On PostgreSQL the member's row is locked first (their writes run one after another),
+    # then the session, the user, the conversation with its character, owner and persona (one
+    # query), the owner's streaming replies counted against the cap, both messages (the reply
+    # below the question), the conversation's shown branch and timestamp, then the history for
+    # the prompt (one recursive query).
     assert statements == _send_statements()
     assert started.request.messages[-1] == {"role": "user", "content": "Hi there"}
     assert started.reply.status == Message.Status.STREAMING
@@ -272,26 +274,32 @@ def test_a_send_whose_lorebook_was_partly_scanned_says_so_with_one_more_update(
     assert "Never shown." not in started.request.messages[0]["content"]
 
 
-def test_the_history_of_a_reply_is_this_conversation_up_to_its_latest_user_message(
-    conversation, alice
-):
+def test_the_history_of_a_reply_is_its_branch_without_empty_turns(conversation, alice):
+    from chat.reply_requests import history_up_to
+    from tests.conftest import store_chain
+
     other = actions.start_conversation(alice, None)
     S = Message.Status
+    store_chain(other, {"role": "user", "content": "another chat"})
+    first, answer, _, second, failed = store_chain(
+        conversation,
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "assistant", "content": ""},  # empty: nothing to send
+        {"role": "user", "content": "second question"},
+        {"role": "assistant", "content": "it broke half", "status": S.FAILED},
+    )
+    # An alternative of the first answer, and a reply streaming beside the failed one: neither
+    # is on the branch of that reply.
+    Message.objects.create(
+        conversation=conversation, parent=first, role="assistant", content="another answer"
+    )
+    reply = Message.objects.create(
+        conversation=conversation, parent=second, role="assistant", status=S.STREAMING
+    )
+    Message.objects.create(conversation=conversation, parent=reply, role="user", content="later")
 
-    def add(conv, role, content, status=S.COMPLETE):
-        return Message.objects.create(conversation=conv, role=role, content=content, status=status)
-
-    add(conversation, "user", "first question")
-    add(other, "user", "another chat")
-    add(conversation, "assistant", "first answer")
-    add(conversation, "assistant", "", S.COMPLETE)  # empty: nothing to send
-    add(conversation, "user", "second question")
-    add(conversation, "assistant", "it broke", S.FAILED)
-    add(conversation, "assistant", "an earlier try, stopped", S.STOPPED)
-    reply = add(conversation, "assistant", "", S.STREAMING)
-    add(conversation, "user", "sent after the reply began")
-
-    history = actions.history_for_reply(conversation, reply)
+    history = history_up_to(conversation.pk, reply.parent_id)
 
     assert [(turn.role, turn.content) for turn in history] == [
         ("assistant", "Hello alice, I am Serika!"),  # the greeting
@@ -299,3 +307,13 @@ def test_the_history_of_a_reply_is_this_conversation_up_to_its_latest_user_messa
         ("assistant", "first answer"),
         ("user", "second question"),
     ]
+    # Everything shown is sent, a failed reply's text too; a streaming one is not.
+    assert [t.content for t in history_up_to(conversation.pk, failed.pk)][-2:] == [
+        "second question",
+        "it broke half",
+    ]
+    assert [t.content for t in history_up_to(conversation.pk, reply.pk + 1)][-2:] == [
+        "second question",
+        "later",
+    ]
+    assert history_up_to(other.pk, answer.pk) == []  # another conversation's message: nothing

@@ -7,6 +7,7 @@ from asgiref.sync import sync_to_async
 
 from chat import actions
 from chat.models import Message
+from tests.conftest import store_chain
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,11 +32,10 @@ async def test_a_member_with_three_replies_streaming_is_refused_a_fourth(
     assert not await Message.objects.filter(content="one more").aexists()
     # Retry counts too: a fifth chat whose last reply failed cannot be retried now.
     failed = await sync_to_async(actions.start_conversation)(alice, None)
-    await Message.objects.abulk_create(
-        [
-            Message(conversation=failed, role="user", content="earlier"),
-            Message(conversation=failed, role="assistant", status="failed", error="boom"),
-        ]
+    await sync_to_async(store_chain)(
+        failed,
+        {"role": "user", "content": "earlier"},
+        {"role": "assistant", "status": "failed", "error": "boom"},
     )
     retry_ws = await connect(alice, failed.pk)
     await retry_ws.send({"type": "message.retry"})

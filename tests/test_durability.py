@@ -7,10 +7,12 @@ import contextlib
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from chat import actions, generation
 from chat.models import Message
+from tests.conftest import store_chain
 from tests.fake_upstream import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,12 +126,14 @@ async def test_partial_text_is_flushed_about_once_an_interval_not_per_token(
 async def test_replies_left_streaming_by_a_dead_process_are_marked_interrupted(
     connect, conversation, alice, settings
 ):
-    reply = await Message.objects.acreate(
-        conversation=conversation,
-        role="assistant",
-        status="streaming",
-        content="half a tho",
-        generator_channel="generation.dead!abc",
+    [reply] = await sync_to_async(store_chain)(
+        conversation,
+        {
+            "role": "assistant",
+            "status": "streaming",
+            "content": "half a tho",
+            "generator_channel": "generation.dead!abc",
+        },
     )
     stale = timezone.now() - timedelta(seconds=settings.CHAT_HEARTBEAT_INTERVAL * 10)
     await Message.objects.filter(pk=reply.pk).aupdate(updated_at=stale)

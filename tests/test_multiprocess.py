@@ -261,3 +261,58 @@ async def test_three_processes_follow_stop_and_reload_one_reply(
     assert [(m["status"], m["content"]) for m in sync["messages"]] == [("stopped", text)]
     for tab in (tab_a, tab_c, reloaded):
         await tab.close()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"),
+    reason="needs REDIS_URL: the in-memory channel layer cannot join two processes",
+)
+async def test_tree_changes_on_one_process_reach_a_tab_on_the_other(
+    daphne_servers, upstream, conversation, alice
+):
+    server_a = daphne_servers.start()
+    server_b = daphne_servers.start()
+    tab_a = await open_socket(server_a, alice, conversation.pk)
+    tab_b = await open_socket(server_b, alice, conversation.pk)
+    for tab in (tab_a, tab_b):  # both joined: presence says the other process follows
+        await tab.send({"type": "sync", "after": 0})
+        await tab.receive_until(lambda f: f["type"] == "conversation.sync")
+
+    upstream.enqueue(Reply(tokens=["First"]))
+    first_id = await start_reply(tab_a, "Question")
+    await tab_b.receive_until(lambda f: f["type"] == "message.done")
+
+    # Regenerated on A: B sees the new alternative stream in.
+    upstream.enqueue(Reply(tokens=SLOW_TOKENS[:10], gap=0.05))
+    await tab_a.send({"type": "message.regenerate", "id": first_id})
+    created = await tab_b.receive_until(
+        lambda f: f["type"] == "message.created" and f["message"]["role"] == "assistant"
+    )
+    second_id = created["message"]["id"]
+    assert created["message"]["siblings"] == [first_id, second_id]
+    done = await tab_b.receive_until(lambda f: f["type"] == "message.done", timeout=20)
+    assert done["message"]["content"] == "".join(SLOW_TOKENS[:10])
+    assert tab_b.streamed(second_id)[0] == done["message"]["content"]
+
+    # The first alternative chosen on B: A shows it.
+    await tab_b.send({"type": "branch.switch", "id": first_id})
+    changed = await tab_a.receive_until(lambda f: f["type"] == "path.changed")
+    assert [m["id"] for m in changed["messages"]] == [first_id]
+
+    # Continued on B: A follows the same reply streaming on.
+    upstream.enqueue(Reply(tokens=[" and more"]))
+    await tab_b.send({"type": "message.continue", "id": first_id})
+    continued = await tab_a.receive_until(lambda f: f["type"] == "message.continued")
+    assert continued["message"]["content"] == "First"
+    done = await tab_a.receive_until(lambda f: f["type"] == "message.done")
+    assert done["message"]["content"] == "First and more"
+
+    # Corrected in place on A, then deleted on B: each seen by the other.
+    await tab_a.send({"type": "message.edit", "id": first_id, "content": "First, corrected"})
+    updated = await tab_b.receive_until(lambda f: f["type"] == "message.updated")
+    assert updated["message"]["content"] == "First, corrected"
+    await tab_b.send({"type": "message.delete", "id": first_id})
+    changed = await tab_a.receive_until(lambda f: f["type"] == "path.changed")
+    assert [m["id"] for m in changed["messages"]] == [second_id]
+    await tab_a.close()
+    await tab_b.close()

@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat import actions
 from chat.models import Message
+from tests.conftest import store_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,12 +47,12 @@ def test_starting_a_chat_opens_it_with_the_greeting(client, alice, character):
 def test_the_chat_page_renders_500_messages_in_a_constant_number_of_queries(
     client, alice, conversation
 ):
-    Message.objects.bulk_create(
-        Message(
-            conversation=conversation, role=role, content=f"**m{i}**", content_html=f"<p>{i}</p>"
-        )
-        for i in range(500)
-        for role in ["user"]
+    store_chain(
+        conversation,
+        *(
+            {"role": "user", "content": f"**m{i}**", "content_html": f"<p>{i}</p>"}
+            for i in range(500)
+        ),
     )
     client.force_login(alice)
     with CaptureQueriesContext(connection) as queries:
@@ -61,17 +62,79 @@ def test_the_chat_page_renders_500_messages_in_a_constant_number_of_queries(
     assert len(queries) <= 6
 
 
+def _store_chat_with_alternatives(
+    conversation, messages: int, alternatives: int
+) -> tuple[list[Message], list[Message]]:
+    """`messages` alternating questions and replies below the conversation's greeting, shown as
+    one branch; each reply has `alternatives` siblings in all (regenerated replies), the newest
+    shown. Returns the shown replies and the hidden alternatives."""
+    shown, hidden = [], []
+    for i in range(messages // 2):
+        (question,) = store_chain(conversation, {"role": "user", "content": f"q{i}"})
+        hidden += Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                parent=question,
+                role="assistant",
+                content=f"hidden alternative {i}.{k}",
+                content_html=f"<p>hidden alternative {i}.{k}</p>",
+            )
+            for k in range(alternatives - 1)
+        )
+        shown += store_chain(
+            conversation, {"role": "assistant", "content": f"a{i}", "content_html": f"<p>a{i}</p>"}
+        )
+    return shown, hidden
+
+
+def _queries_and_page(client, conversation) -> tuple[int, str]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"/conversations/{conversation.pk}/")
+    assert response.status_code == 200
+    return len(queries), response.content.decode()
+
+
+def test_the_chat_page_of_500_messages_with_5_alternatives_per_reply_shows_only_its_branch(
+    client, alice, conversation
+):
+    shown, hidden = _store_chat_with_alternatives(conversation, 500, alternatives=5)
+    client.force_login(alice)
+    queries, page = _queries_and_page(client, conversation)
+    assert queries <= 6
+    # The greeting and the 500 messages of the branch; none of the 1,000 hidden alternatives.
+    assert page.count('class="message ') == 501
+    assert "hidden alternative" not in page
+    siblings = dict(re.findall(r'data-id="(\d+)"[^>]*? data-siblings="([^"]*)"', page))
+    for reply in shown:
+        assert len(siblings[str(reply.pk)].split(",")) == 5
+    assert not {str(message.pk) for message in hidden} & siblings.keys()
+
+
+def test_the_chat_pages_queries_do_not_grow_with_the_chat_or_its_alternatives(
+    client, alice, character
+):
+    short, long = (actions.start_conversation(alice, character) for _ in range(2))
+    _store_chat_with_alternatives(short, 50, alternatives=5)
+    _store_chat_with_alternatives(long, 500, alternatives=5)
+    client.force_login(alice)
+    client.get(f"/conversations/{short.pk}/")  # the first page of a session may cost more
+    assert _queries_and_page(client, short)[0] == _queries_and_page(client, long)[0]
+
+
 def test_model_text_in_history_is_sanitized(client, alice, conversation):
-    Message.objects.create(
-        conversation=conversation,
-        role="assistant",
-        status="streaming",
-        content='<img src=x onerror="alert(1)"> <script>alert(2)</script>',
+    store_chain(
+        conversation,
+        {
+            "role": "assistant",
+            "status": "streaming",
+            "content": '<img src=x onerror="alert(1)"> <script>alert(2)</script>',
+        },
     )
     client.force_login(alice)
     page = client.get(f"/conversations/{conversation.pk}/").content.decode()
     assert "<script>alert" not in page
     assert "<img src=x" not in page
+    assert "&lt;script&gt;alert(2)" in page  # shown, as text
 
 
 def test_pages_send_a_strict_content_security_policy(client, alice, conversation):

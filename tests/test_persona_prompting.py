@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from chat import actions
 from chat.models import Message
+from tests.conftest import store_chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,50 +25,45 @@ def conversation(alice, greeter):
     return actions.start_conversation(alice, greeter)
 
 
-def test_a_new_chat_opens_with_the_first_greeting_using_the_nickname(conversation):
-    [greeting] = conversation.messages.all()
-    assert greeting.content == "Hello alice, I am Seri!"
-    assert greeting.greeting_index == 0
+def test_a_new_chat_opens_with_the_first_greeting_and_keeps_the_others_as_alternatives(
+    conversation,
+):
+    greetings = list(conversation.messages.order_by("pk"))
+    assert [(g.content, g.greeting_index, g.parent_id) for g in greetings] == [
+        ("Hello alice, I am Seri!", 0, None),
+        ("Yo alice!", 1, None),  # the empty alternate greeting is skipped
+        ("Welcome back, alice.", 2, None),
+    ]
+    assert conversation.current_leaf_id == greetings[0].pk
 
 
-async def test_the_greeting_can_be_switched_before_the_first_reply(
+async def test_another_greeting_is_chosen_like_any_alternative_and_opens_the_prompt(
     connect, upstream, alice, conversation
 ):
+    welcome = await Message.objects.aget(greeting_index=2)
     ws = await connect(alice, conversation.pk)
-    await ws.send({"type": "greeting.switch", "index": 2})
-    switched = await ws.done()
-    assert switched["content"] == "Welcome back, alice."
-    assert switched["greeting_index"] == 2
-    stored = await Message.objects.aget(pk=switched["id"])
-    assert stored.content == "Welcome back, alice."
+    await ws.send({"type": "branch.switch", "id": welcome.pk})
+    changed = await ws.receive_until(lambda f: f["type"] == "path.changed")
+    assert changed["parent"] is None
+    [shown] = changed["messages"]
+    assert shown["content"] == "Welcome back, alice."
+    assert len(shown["siblings"]) == 3
 
     await ws.send({"type": "message.send", "content": "hi"})
     await ws.done()
-    assert upstream.requests[0].json["messages"][1] == {
-        "role": "assistant",
-        "content": "Welcome back, alice.",
-    }
+    assert upstream.requests[0].json["messages"][1:] == [
+        {"role": "assistant", "content": "Welcome back, alice."},
+        {"role": "user", "content": "hi"},
+    ]
 
 
-async def test_the_greeting_is_locked_once_the_user_has_replied(
-    connect, upstream, alice, conversation
-):
+async def test_a_greeting_cannot_be_regenerated(connect, upstream, alice, conversation):
     ws = await connect(alice, conversation.pk)
-    await ws.send({"type": "message.send", "content": "hi"})
-    await ws.done()
-    await ws.send({"type": "greeting.switch", "index": 1})
+    await ws.send({"type": "message.retry"})
     error = await ws.receive_until(lambda f: f["type"] == "error")
-    assert error["code"] == "greeting_locked"
-    greeting = await Message.objects.filter(greeting_index__isnull=False).aget()
-    assert greeting.greeting_index == 0
-
-
-@pytest.mark.parametrize("index", [-1, 3, 99])
-async def test_a_greeting_index_out_of_range_is_refused(alice, connect, conversation, index):
-    ws = await connect(alice, conversation.pk)
-    await ws.send({"type": "greeting.switch", "index": index})
-    error = await ws.receive_until(lambda f: f["type"] == "error")
-    assert error["code"] == "greeting_locked"
+    assert error["code"] == "nothing_to_retry"
+    assert await conversation.messages.acount() == 3
+    assert upstream.requests == []
 
 
 async def test_older_turns_are_left_out_to_fit_the_budget_and_the_user_is_told(
@@ -74,13 +71,17 @@ async def test_older_turns_are_left_out_to_fit_the_budget_and_the_user_is_told(
 ):
     greeter.context_tokens = 200
     await greeter.asave()
-    for i in range(30):
-        await Message.objects.acreate(
-            conversation=conversation, role="user", content=f"old message {i} " * 10
-        )
-        await Message.objects.acreate(
-            conversation=conversation, role="assistant", content=f"old answer {i} " * 10
-        )
+    await sync_to_async(store_chain)(
+        conversation,
+        *(
+            turn
+            for i in range(30)
+            for turn in (
+                {"role": "user", "content": f"old message {i} " * 10},
+                {"role": "assistant", "content": f"old answer {i} " * 10},
+            )
+        ),
+    )
     ws = await connect(alice, conversation.pk)
     await ws.send({"type": "message.send", "content": "the latest question"})
     done = await ws.done()
@@ -122,15 +123,13 @@ async def test_a_local_persona_with_an_id_sends_both(
 async def test_the_members_persona_is_used_for_user_in_greetings_and_prompts(
     connect, upstream, alice, greeter
 ):
-    from asgiref.sync import sync_to_async
-
     from characters.models import UserPersona
 
     await UserPersona.objects.acreate(
         user=alice, display_name="Captain Alice", description="A starship captain."
     )
     conversation = await sync_to_async(actions.start_conversation)(alice, greeter)
-    greeting = await conversation.messages.aget()
+    greeting = await conversation.messages.aget(greeting_index=0)
     assert greeting.content == "Hello Captain Alice, I am Seri!"
 
     ws = await connect(alice, conversation.pk)

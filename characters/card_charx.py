@@ -24,6 +24,7 @@ from characters.card_model import (
     format_bytes,
 )
 from characters.card_png import clean_avatar_image, default_avatar_png
+from characters.images import CleanAvatar, read_avatar
 
 CARD_MEMBER = "card.json"
 ICON_MEMBER = "assets/icon/images/main.png"
@@ -75,8 +76,11 @@ def _icon_path(card: Card, members: dict[str, zipfile.ZipInfo], warnings: list[s
     return None
 
 
-def read_card_charx(data: bytes, warnings: list[str] | None = None) -> tuple[Card, bytes | None]:
-    """Read a CHARX file: the card from `card.json` and the main icon as a clean PNG (or None).
+def read_card_charx(
+    data: bytes, warnings: list[str] | None = None
+) -> tuple[Card, CleanAvatar | None]:
+    """Read a CHARX file: the card from `card.json` and the main icon (or None), decoded once
+    into a clean PNG and its list thumbnail.
 
     Other assets are not imported (a warning says how many). Raises `CardError` for files that are
     not zips, have no `card.json`, are encrypted, or would unpack to too much data.
@@ -112,7 +116,7 @@ def read_card_charx(data: bytes, warnings: list[str] | None = None) -> tuple[Car
         if icon_path is not None:
             try:
                 icon = _read_member(archive, members[icon_path], MAX_CARD_FILE_BYTES, "The icon")
-                avatar = clean_avatar_image(icon)
+                avatar = read_avatar(icon, "The image")
             except CardError as error:
                 warnings.append(f"The character's icon could not be used: {error}")
         others = [name for name in members if name.startswith("assets/") and name != icon_path]

@@ -123,7 +123,12 @@ def _multilingual(value: Any) -> dict[str, str] | None:
     return notes
 
 
-def _card_from_data(data: dict[str, Any], spec: str, spec_version: str) -> Card:
+# Fields whose `null` reads as their empty value, yet is written back as `null` while the field
+# stays empty: a JSON round trip keeps every value as given.
+_NULLABLE_FIELDS = (*V2_FIELDS, *V3_ONLY_FIELDS)
+
+
+def _card_from_data(data: dict[str, Any], spec: str, spec_version: str | int | float) -> Card:
     """Build a card from a V2/V3 `data` object (V3-only fields are read whatever the spec says)."""
     fields: dict[str, Any] = {name: text(data.get(name), _field(name)) for name in V2_TEXT_FIELDS}
     for name in ("alternate_greetings", "tags", "group_only_greetings"):
@@ -137,10 +142,12 @@ def _card_from_data(data: dict[str, Any], spec: str, spec_version: str) -> Card:
     fields["creation_date"] = _date(data.get("creation_date"), "creation_date")
     fields["modification_date"] = _date(data.get("modification_date"), "modification_date")
     unknown = {key: value for key, value in data.items() if key not in KNOWN_DATA_FIELDS}
-    if "character_book" in data and data["character_book"] is None:
-        # Many real cards say `character_book: null`; keep saying it, so they export back equal.
-        # (An export with a book overwrites this after the unknown keys are written.)
-        unknown["character_book"] = None
+    for name in _NULLABLE_FIELDS:
+        if name in data and data[name] is None:
+            # Real cards say `character_book: null`, `creator_notes: null`, ...: a null is kept
+            # among the unknown keys and written back while the field has no value (an export
+            # of a value overwrites it), so such cards export back equal.
+            unknown[name] = None
     return Card(**fields, spec=spec, spec_version=spec_version, unknown_data=unknown)
 
 
@@ -164,8 +171,9 @@ def _card_from_v1(obj: dict[str, Any]) -> Card:
     )
 
 
-def _spec_version(raw: Any, spec: str, warnings: list[str]) -> str:
-    """Check `spec_version` as a number within the spec's major version; return it as text."""
+def _spec_version(raw: Any, spec: str, warnings: list[str]) -> str | int | float:
+    """Check `spec_version` as a number within the spec's major version; return it as given
+    (text or a number), so that export writes it back unchanged."""
     default = DEFAULT_SPEC_VERSION[spec]
     if raw is None:
         return default
@@ -189,7 +197,7 @@ def _spec_version(raw: Any, spec: str, warnings: list[str]) -> str:
             f"This card was made for a newer version of the format ({version}); fields we do not "
             "know are kept but not used."
         )
-    return version
+    return raw
 
 
 def card_from_dict(obj: Any, warnings: list[str] | None = None) -> Card:
@@ -227,11 +235,12 @@ def card_from_dict(obj: Any, warnings: list[str] | None = None) -> Card:
     return card
 
 
-def card_from_json(data: bytes | str, warnings: list[str] | None = None) -> Card:
-    """Parse card JSON (UTF-8 bytes, a BOM is fine, or text) into a `Card`.
+def parse_card_json(data: bytes | str) -> Any:
+    """Parse card JSON (UTF-8 bytes, a BOM is fine, or text) into plain JSON values.
 
     The size cap is checked before parsing; invalid JSON, NaN/Infinity and absurd nesting raise
-    `CardError`.
+    `CardError`. `card_from_dict` reads the result; the PNG reader also looks at which keys the
+    V2 copy of a card holds.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > MAX_CARD_JSON_BYTES:
@@ -243,7 +252,7 @@ def card_from_json(data: bytes | str, warnings: list[str] | None = None) -> Card
     except UnicodeDecodeError:
         raise CardError("The character data is not valid UTF-8 text.") from None
     try:
-        obj = json.loads(decoded, parse_constant=_refuse_constant)
+        return json.loads(decoded, parse_constant=_refuse_constant)
     except CardError:
         raise
     except json.JSONDecodeError as error:
@@ -256,19 +265,29 @@ def card_from_json(data: bytes | str, warnings: list[str] | None = None) -> Card
     except ValueError:
         # Python refuses to convert integers with thousands of digits.
         raise CardError("The character data contains a number that is too long.") from None
-    return card_from_dict(obj, warnings)
+
+
+def card_from_json(data: bytes | str, warnings: list[str] | None = None) -> Card:
+    """Parse card JSON (see `parse_card_json`) into a `Card`."""
+    return card_from_dict(parse_card_json(data), warnings)
 
 
 def _refuse_constant(name: str) -> Any:
     raise CardError(f"The character data contains {name}, which JSON does not allow.")
 
 
+def _is_kept_null(data: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether the card gave `name` as null and it is still empty (see `_NULLABLE_FIELDS`)."""
+    return name in data and data[name] is None and value in ("", [], {}, None)
+
+
 def _common_data(card: Card) -> dict[str, Any]:
     """Unknown data keys first, so known fields win if a caller put a clash into the bucket."""
     data = copy.deepcopy(card.unknown_data)
     for name in V2_FIELDS:
-        if name != "character_book":
-            data[name] = copy.deepcopy(getattr(card, name))
+        value = getattr(card, name)
+        if name != "character_book" and not _is_kept_null(data, name, value):
+            data[name] = copy.deepcopy(value)
     return data
 
 
@@ -296,7 +315,8 @@ def card_to_v3_dict(card: Card) -> dict[str, Any]:
     book = character_book_for_v3(card.character_book)
     if book is not None:
         data["character_book"] = book
-    data["group_only_greetings"] = list(card.group_only_greetings)
+    if not _is_kept_null(data, "group_only_greetings", card.group_only_greetings):
+        data["group_only_greetings"] = list(card.group_only_greetings)
     for name in V3_ONLY_FIELDS[1:]:
         value = getattr(card, name)
         if value is not None:
@@ -317,7 +337,9 @@ def card_to_v2_dict(card: Card) -> dict[str, Any]:
     book = character_book_for_v2(card.character_book)
     if book is not None:
         data["character_book"] = book
-    if card.group_only_greetings or card.spec == SPEC_V3:
+    if (card.group_only_greetings or card.spec == SPEC_V3) and not _is_kept_null(
+        data, "group_only_greetings", card.group_only_greetings
+    ):
         # SillyTavern's dual writer copies a V3 card's (required) list, empty or not, into V2.
         data["group_only_greetings"] = list(card.group_only_greetings)
     for name in V3_ONLY_FIELDS[1:]:

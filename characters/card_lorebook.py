@@ -1,5 +1,14 @@
-"""The lorebook (`character_book`): normalising it on import, shaping it for V2/V3 export, and
-splitting V3 `@@decorator` lines off entry content.
+"""The lorebook (`character_book`): the one Django-free home of its rules.
+
+- Normalising it on import (strict: a wrong type is refused with a message naming the field),
+  and shaping it for V2/V3 export.
+- V3 `@@decorator` lines (kwaroran/character-card-spec-v3 ``SPEC_V3.md``): splitting them off
+  entry content (`strip_decorators`, for the V2 export) and reading the ones we act on
+  (`parse_decorators`, for prompts). One grammar for both, so an export never keeps a line the
+  prompt treats as a decorator or the other way round.
+- Reading a stored book for prompt assembly (`read_book`, `read_entry`): lenient, never raises,
+  falls back to SillyTavern's defaults, and resolves where each entry goes (`Placement`) from
+  SillyTavern's `extensions.position`/`depth`/`role`, the V2 `position` and the V3 decorators.
 
 The lorebook stays a plain dict so that unknown keys of the book and of every entry (`probability`,
 `depth`, app-specific fields...) survive a round trip without a schema of their own. Normalising
@@ -11,7 +20,10 @@ size limits below (the import and the admin editor both come through here).
 from __future__ import annotations
 
 import copy
+import math
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from characters.card_model import CardError
@@ -41,14 +53,23 @@ MAX_KEY_CHARS = 1000  # one plain key
 MAX_REGEX_KEY_CHARS = 500  # one key of a `use_regex` entry
 MAX_LOREBOOK_CHARS = 1_000_000  # every entry's keys and content together
 
-# A decorator line: `@@name` or a `@@@name` fallback, then optionally a space and a value.
-_DECORATOR_LINE = re.compile(r"@@@?[A-Za-z_][A-Za-z0-9_]*(?:[ \t].*)?", re.ASCII)
+# A decorator line (stripped): `@@name` or a `@@@name` fallback, then optionally blanks and a
+# value. Names are latin letters, digits and underscores (the spec asks for snake_case), so
+# `@@ x`, `@@3d` and `@@@@x` are content, not decorators.
+_DECORATOR_LINE = re.compile(r"(@@@?)([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+(.*))?", re.ASCII)
+# One line and its ending; \r\n, \r and \n all end a line (cards arrive with all three).
+_LINE = re.compile(r"([^\r\n]*)(\r\n|\r|\n|$)")
+
+
+def split_keys(value: str) -> list[str]:
+    """Keys from one comma-separated string (V3 says "separated by a comma"); blanks dropped."""
+    return [key.strip() for key in value.split(",") if key.strip()]
 
 
 def _keys(value: Any, subject: str) -> list[str]:
     """A key list. One comma-separated string is accepted too (V3 says "separated by a comma")."""
     if isinstance(value, str):
-        return [key.strip() for key in value.split(",") if key.strip()]
+        return split_keys(value)
     return text_list(value, subject)
 
 
@@ -179,24 +200,365 @@ def character_book_for_v2(book: dict[str, Any] | None) -> dict[str, Any] | None:
     return exported
 
 
+# --- V3 decorators -------------------------------------------------------------------------------
+
+
+def _decorator_block(content: str) -> tuple[list[re.Match[str]], str]:
+    """The decorator lines at the top of `content` (blank lines around them skipped) and the
+    rest, byte for byte; no decorator lines gives ``([], content)``."""
+    decorators: list[re.Match[str]] = []
+    for line in _LINE.finditer(content):
+        if line.start() == len(content):
+            break  # the pattern's empty match at the very end
+        stripped = line.group(1).strip()
+        if not stripped:
+            continue
+        decorator = _DECORATOR_LINE.fullmatch(stripped)
+        if decorator is None:
+            return (decorators, content[line.start() :]) if decorators else ([], content)
+        decorators.append(decorator)
+    return (decorators, "") if decorators else ([], content)
+
+
 def strip_decorators(content: str) -> tuple[list[str], str]:
     """Split the leading V3 decorator lines off lorebook entry content.
 
     Returns (decorator lines as written, e.g. ["@@depth 3", "@@@instruct_depth 5"], the rest).
-    Only a block of `@@name` / `@@@name` lines at the start counts (blank lines before it are
-    allowed); blank lines right after the block are trimmed, as the spec asks. Content that does
-    not start with a decorator comes back unchanged.
+    Only a block of `@@name` / `@@@name` lines at the start counts; blank lines before, between
+    and right after them go too, as the spec asks. The rest is kept byte for byte (line endings
+    included). Content that does not start with a decorator comes back unchanged.
     """
-    lines = content.split("\n")
-    index = 0
-    while index < len(lines) and not lines[index].strip():
-        index += 1
-    decorators: list[str] = []
-    while index < len(lines) and _DECORATOR_LINE.fullmatch(lines[index].strip()):
-        decorators.append(lines[index].strip())
-        index += 1
-    if not decorators:
-        return [], content
-    while index < len(lines) and not lines[index].strip():
-        index += 1
-    return decorators, "\n".join(lines[index:])
+    decorators, rest = _decorator_block(content)
+    return [decorator.group(0) for decorator in decorators], rest
+
+
+def _whole_number(value: str) -> int | None:
+    number_value = read_number(value)
+    return None if number_value is None else math.floor(number_value)
+
+
+def _at_least(minimum: int) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        count = _whole_number(value)
+        return None if count is None or count < minimum else str(count)
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        lowered = value.strip().lower()
+        return lowered if lowered in choices else None
+
+    return check
+
+
+def _no_value(_value: str) -> str:
+    return ""
+
+
+def _any_number(value: str) -> str | None:
+    count = _whole_number(value)
+    return None if count is None else str(count)
+
+
+def _key_value(value: str) -> str | None:
+    return value.strip() if split_keys(value) else None
+
+
+ROLES = ("system", "user", "assistant")
+# V3 `@@position` values: next to the card's description, or inside its personality / scenario.
+BEFORE_DESC = "before_desc"
+AFTER_DESC = "after_desc"
+PERSONALITY = "personality"
+SCENARIO = "scenario"
+
+# The decorators we act on, each with its value check: the check returns the normalised value,
+# or None when the value is invalid (the decorator is then ignored and its fallback considered).
+# Any other name (`@@instruct_depth`, `@@is_greeting`, `@@keep_activate_after_match`, ...) is
+# ignored the same way; docs/prompt-rules.md says why for each.
+DECORATORS: dict[str, Callable[[str], str | None]] = {
+    "activate": _no_value,
+    "dont_activate": _no_value,
+    "scan_depth": _at_least(0),
+    "activate_only_after": _at_least(0),
+    # 0 would divide by zero; the spec says invalid values are ignored.
+    "activate_only_every": _at_least(1),
+    "additional_keys": _key_value,
+    "exclude_keys": _key_value,
+    "depth": _any_number,
+    "role": _one_of(*ROLES),
+    "position": _one_of(BEFORE_DESC, AFTER_DESC, PERSONALITY, SCENARIO),
+    "ignore_on_max_context": _no_value,
+    "disable_ui_prompt": _one_of("system_prompt", "post_history_instructions"),
+}
+
+
+def parse_decorators(content: str) -> tuple[dict[str, str], str]:
+    """The decorators of lorebook `content` that we act on, and the content without them.
+
+    Returns ``(decorators, body)``: `decorators` maps each recognised name (lower case) to its
+    normalised value ("" for flags, a whole number for counts, a lower-case word for roles and
+    positions). A name counts once (the first valid occurrence wins); an unrecognised or invalid
+    ``@@name`` falls back to the first valid ``@@@name`` line right after it. `body` is the
+    content after the decorator block (`strip_decorators`), line endings normalised to ``\\n`` and
+    surrounding whitespace trimmed.
+    """
+    lines, rest = _decorator_block(content)
+    groups: list[list[tuple[str, str]]] = []
+    for line in lines:
+        at_signs, name, value = line.groups()
+        decorator = (name.lower(), (value or "").strip())
+        # A `@@@` line is a fallback for the `@@` line above it; a stray leading one is
+        # treated as its own group so it is still considered.
+        if at_signs == "@@" or not groups:
+            groups.append([decorator])
+        else:
+            groups[-1].append(decorator)
+    decorators: dict[str, str] = {}
+    for group in groups:
+        for name, value in group:
+            check = DECORATORS.get(name)
+            normalised = check(value) if check is not None else None
+            if normalised is not None:
+                decorators.setdefault(name, normalised)
+                break
+    body = rest.replace("\r\n", "\n").replace("\r", "\n").strip()
+    return decorators, body
+
+
+# --- Lenient reading, for prompt assembly ----------------------------------------------------------
+# Import refuses wrong types (above), but a stored book may predate a rule, come from the admin's
+# raw JSON, or hold what other apps write (0/1 for booleans, numbers as text). Prompt assembly
+# must never fail on a card, so these readers fall back to a default instead of raising.
+
+
+def read_number(value: Any) -> float | None:
+    """A JSON number read liberally (numeric strings too); anything else, NaN and ±inf give None."""
+    # bool is an int subclass; `true` is not a meaningful order/priority/depth.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number_value = float(value)
+    elif isinstance(value, str):
+        try:
+            number_value = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number_value if math.isfinite(number_value) else None
+
+
+def read_flag(value: Any, default: bool) -> bool:
+    """A JSON boolean read liberally (exporters sometimes write 0/1 or "true")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"true", "1", "yes", "on"}:
+            return True
+        if lowered in {"false", "0", "no", "off", ""}:
+            return False
+    return default
+
+
+def read_keys(value: Any) -> list[str]:
+    """Keys from an array of strings or one comma-separated string; blanks never match."""
+    if isinstance(value, str):
+        return split_keys(value)
+    if isinstance(value, list | tuple):
+        return [item.strip() for item in value if isinstance(item, str) and item.strip()]
+    return []
+
+
+def read_role(value: Any) -> str | None:
+    """A chat role: "system"/"user"/"assistant" (any case) or SillyTavern's 0/1/2; else None."""
+    if isinstance(value, str) and value.strip().lower() in ROLES:
+        return value.strip().lower()
+    number_value = read_number(value)
+    if number_value is not None and number_value in (0, 1, 2):
+        return ROLES[int(number_value)]
+    return None
+
+
+def read_depth(value: Any, default: int) -> int:
+    """A message depth: a whole number (fractions rounded down, below 0 read as 0), else `default`.
+
+    Empty text counts as absent. (SillyTavern reads "" as depth 0 and never inserts negative or
+    fractional depths; a card that says "" meant "the default" and a fraction meant about there.)
+    """
+    number_value = read_number(value) if value != "" else None
+    return default if number_value is None else max(0, math.floor(number_value))
+
+
+# --- Where an entry goes -------------------------------------------------------------------------
+
+# Where lorebook text can go. The first two are the V2 `position` values.
+BEFORE_CHAR = "before_char"  # the system message, before the character's description
+AFTER_CHAR = "after_char"  # the system message, after the character definition and persona
+AUTHORS_NOTE_TOP = "authors_note_top"  # in the chat, with SillyTavern's (empty) Author's Note
+AUTHORS_NOTE_BOTTOM = "authors_note_bottom"
+AT_DEPTH = "at_depth"  # in the chat, `depth` messages from the end, as `role`
+EXAMPLES_TOP = "examples_top"  # example dialogue blocks before the card's own
+EXAMPLES_BOTTOM = "examples_bottom"  # ... after them
+OUTLET = "outlet"  # only where a `{{outlet::name}}` macro asks for it (we have none)
+
+# SillyTavern's `world_info_position`, the numbers its exports write in `extensions.position`.
+ST_POSITIONS = (
+    BEFORE_CHAR,
+    AFTER_CHAR,
+    AUTHORS_NOTE_TOP,
+    AUTHORS_NOTE_BOTTOM,
+    AT_DEPTH,
+    EXAMPLES_TOP,
+    EXAMPLES_BOTTOM,
+    OUTLET,
+)
+# SillyTavern's defaults for an entry at depth (world-info.js `DEFAULT_DEPTH`, role 0 = system).
+DEFAULT_DEPTH = 4
+DEFAULT_ROLE = "system"
+# SillyTavern's default "Order", for entries without a numeric `insertion_order`.
+DEFAULT_INSERTION_ORDER = 100
+# Priority of entries without a numeric `priority` (V2: lower priority is discarded first).
+DEFAULT_PRIORITY = 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one entry's content goes in the prompt.
+
+    `where` is one of the names above or a V3 `@@position` value (`BEFORE_DESC`, `AFTER_DESC`,
+    `PERSONALITY`, `SCENARIO`). `depth` and `role` matter for `AT_DEPTH` only. `fallback` is
+    set for `PERSONALITY` and `SCENARIO`: the V3 spec ignores those positions when the card has
+    no such section, and the entry then goes where it would have gone without `@@position`.
+    """
+
+    where: str
+    depth: int = DEFAULT_DEPTH
+    role: str = DEFAULT_ROLE
+    fallback: Placement | None = None
+
+
+def _st_position(value: Any) -> str | None:
+    number_value = read_number(value)
+    if number_value is None or not number_value.is_integer():
+        return None
+    index = int(number_value)
+    return ST_POSITIONS[index] if 0 <= index < len(ST_POSITIONS) else None
+
+
+def entry_placement(entry: Mapping[str, Any], decorators: Mapping[str, str]) -> Placement:
+    """Where `entry` goes, from (strongest first):
+
+    1. ``@@position`` (V3): before/after the description, or inside personality/scenario;
+    2. ``@@depth N`` (V3): in the chat, N messages from the end (below 1: after the last);
+    3. ``extensions.position`` (SillyTavern's number, 0-7, see `ST_POSITIONS`), with
+       ``extensions.depth`` (default 4) for "at depth";
+    4. the V2 ``position``: ``"before_char"`` goes before the character, anything else
+       (``"after_char"``, ``""``, missing) after it, as SillyTavern's import reads it.
+
+    The role of an in-chat entry is ``@@role``, else ``extensions.role`` (0/1/2 or a name),
+    else system.
+    """
+    extensions = entry.get("extensions")
+    if not isinstance(extensions, Mapping):
+        extensions = {}
+    role = decorators.get("role") or read_role(extensions.get("role")) or DEFAULT_ROLE
+    if "depth" in decorators:
+        base = Placement(AT_DEPTH, depth=max(0, int(decorators["depth"])), role=role)
+    elif (position := _st_position(extensions.get("position"))) is not None:
+        if position == AT_DEPTH:
+            base = Placement(AT_DEPTH, read_depth(extensions.get("depth"), DEFAULT_DEPTH), role)
+        else:
+            base = Placement(position)
+    elif entry.get("position") == BEFORE_CHAR:
+        base = Placement(BEFORE_CHAR)
+    else:
+        base = Placement(AFTER_CHAR)
+    position = decorators.get("position")
+    if position in (BEFORE_DESC, AFTER_DESC):
+        return Placement(position)
+    if position in (PERSONALITY, SCENARIO):
+        return Placement(position, fallback=base)
+    return base
+
+
+@dataclass(frozen=True)
+class LoreEntry:
+    """One enabled lorebook entry as prompt assembly reads it (text not yet macro-expanded)."""
+
+    index: int  # position in the book's `entries`
+    body: str  # the content without its decorator lines
+    decorators: dict[str, str]
+    placement: Placement
+    keys: list[str]
+    secondary_keys: list[str]  # empty unless the entry is `selective`
+    use_regex: bool
+    case_sensitive: bool
+    constant: bool
+    insertion_order: float
+    priority: float
+
+
+@dataclass(frozen=True)
+class LoreBook:
+    """A `character_book` as prompt assembly reads it."""
+
+    entries: list[LoreEntry] = field(default_factory=list)
+    scan_depth: int | None = None  # None: the site's default
+    token_budget: float | None = None  # None: no limit
+    recursive_scanning: bool = False
+
+
+def read_entry(raw: Any, index: int) -> LoreEntry | None:
+    """Read one stored entry leniently; None for one that can never reach a prompt (not an
+    object, disabled, or content that is not text)."""
+    if not isinstance(raw, Mapping) or not read_flag(raw.get("enabled"), True):
+        return None
+    content = raw.get("content")
+    if not isinstance(content, str):
+        return None
+    decorators, body = parse_decorators(content)
+    order = read_number(raw.get("insertion_order"))
+    priority = read_number(raw.get("priority"))
+    selective = read_flag(raw.get("selective"), False)
+    return LoreEntry(
+        index=index,
+        body=body,
+        decorators=decorators,
+        placement=entry_placement(raw, decorators),
+        keys=read_keys(raw.get("keys")),
+        secondary_keys=read_keys(raw.get("secondary_keys")) if selective else [],
+        use_regex=read_flag(raw.get("use_regex"), False),
+        case_sensitive=read_flag(raw.get("case_sensitive"), False),
+        constant=read_flag(raw.get("constant"), False),
+        insertion_order=DEFAULT_INSERTION_ORDER if order is None else order,
+        priority=DEFAULT_PRIORITY if priority is None else priority,
+    )
+
+
+def read_book(value: Any) -> LoreBook | None:
+    """Read a stored `character_book` leniently; None when there is no usable book."""
+    if not isinstance(value, Mapping):
+        return None
+    raw_entries = value.get("entries")
+    if not isinstance(raw_entries, list):
+        return None
+    entries = [
+        entry
+        for index, raw in enumerate(raw_entries)
+        if (entry := read_entry(raw, index)) is not None
+    ]
+    scan_depth = read_number(value.get("scan_depth"))
+    token_budget = read_number(value.get("token_budget"))
+    return LoreBook(
+        entries=entries,
+        scan_depth=int(scan_depth) if scan_depth is not None and scan_depth >= 0 else None,
+        # Some exporters write 0 for "no limit"; dropping every entry would be the surprising
+        # reading.
+        token_budget=token_budget if token_budget is not None and token_budget > 0 else None,
+        recursive_scanning=read_flag(value.get("recursive_scanning"), False),
+    )

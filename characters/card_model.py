@@ -78,7 +78,8 @@ class Card:
     `character_book` is the normalised lorebook dict (see `card_lorebook`), which keeps unknown
     keys of the book and of each entry. What we do not understand lives in `unknown_data`
     (keys inside `data`) and `unknown_top_level` (keys beside `spec`/`data`), and is written back
-    on export.
+    on export; `unknown_data` also remembers known fields the card gave as `null`, which export
+    writes back as `null` while they stay empty.
     """
 
     # The six V1 fields (inside `data` since V2).
@@ -107,9 +108,10 @@ class Card:
     creation_date: int | float | str | None = None
     """As the card gave it: Unix seconds, milliseconds or text are all found in the wild."""
     modification_date: int | float | str | None = None
-    # Where the card came from: SPEC_V1/V2/V3 and its spec_version text ("" for V1).
+    # Where the card came from: SPEC_V1/V2/V3 and its spec_version as given: text, or a number
+    # in some cards ("" for V1).
     spec: str = SPEC_V3
-    spec_version: str = "3.0"
+    spec_version: str | int | float = "3.0"
     # What we do not understand, kept for export.
     unknown_data: dict[str, Any] = field(default_factory=dict)
     unknown_top_level: dict[str, Any] = field(default_factory=dict)

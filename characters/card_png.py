@@ -1,14 +1,17 @@
-"""PNG character cards: reading the `chara`/`ccv3` text chunks, writing them, cleaning avatars.
+"""PNG character cards: reading the `chara`/`ccv3` text chunks and writing them.
 
-Pillow does the PNG work: it parses chunks, checks CRCs (at open for chunks before IDAT, and in
-`verify()` for IDAT up to IEND, which `load()` alone does not check), decompresses the image
-under its bomb limits and re-encodes it. Re-encoding drops every chunk we did not write (old card
-chunks, EXIF, ICC profiles, comments), which is how avatars are sanitised.
+Pillow parses the chunks and checks CRCs (at open for chunks before IDAT, and in `verify()` for
+IDAT up to IEND, which `load()` alone does not check). The picture is decoded once, while the
+text chunks after IDAT are read, and `characters.images` makes the clean avatar PNG and its
+thumbnail from that one decoded frame.
 
-The one thing Pillow cannot do is *write* a `tEXt` chunk after IDAT: `PngInfo.add(...,
-after_idat=True)` is honoured for private chunks only, and `tEXt` is always written before IDAT.
-Character card tools write the card just before IEND, so we append the two chunks to Pillow's
-output ourselves, built with Pillow's own `putchunk` (which computes the CRC).
+Writing appends `chara` (V2) and `ccv3` (V3) just before IEND, as character card tools do, to a
+PNG that holds nothing but the image: the stored avatar as it is (it is such a PNG already), or
+any other picture after re-encoding it.
+
+A PNG holding both chunks is read from `ccv3`; the `chara` copy is only compared with it (to
+warn when the two describe different characters) and consulted for what our own V3 export adds
+to a card that is not V3, so that export, import and export again give the same chunks.
 """
 
 from __future__ import annotations
@@ -16,138 +19,73 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import struct
-import zlib
-from collections.abc import Iterator
-from io import BytesIO
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
 from characters.card_json import (
     V2_FIELDS,
-    card_from_json,
+    card_from_dict,
     card_to_v2_dict,
     card_to_v3_dict,
     dump_card_json,
+    parse_card_json,
 )
 from characters.card_model import (
+    DEFAULT_SPEC_VERSION,
     MAX_CARD_FILE_BYTES,
     MAX_CARD_TEXT_CHUNK_CHARS,
-    MAX_IMAGE_PIXELS,
+    SPEC_V2,
+    SPEC_V3,
     Card,
     CardError,
     check_file_size,
     format_bytes,
 )
+from characters.images import (
+    AVATAR_FORMATS,
+    MAX_ANIMATION_PIXELS,
+    PNG_SIGNATURE,
+    CleanAvatar,
+    clean_avatar,
+    clean_png,
+    encode_png,
+    image_errors,
+    is_clean_png,
+    open_image,
+    png_with_text_chunks,
+)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Pillow always ends its output with this exact, empty IEND chunk.
-_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+__all__ = [
+    "AVATAR_FORMATS",
+    "CARD_KEYWORDS",
+    "MAX_ANIMATION_PIXELS",
+    "PNG_SIGNATURE",
+    "clean_avatar_image",
+    "default_avatar_png",
+    "read_card_png",
+    "write_card_png",
+]
+
 CARD_KEYWORDS = ("ccv3", "chara")
 """Text chunk keywords holding a card, in order of preference (V3 first)."""
-AVATAR_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
-"""Image formats accepted as avatars; everything is re-encoded to PNG."""
 DEFAULT_AVATAR_SIZE = (400, 600)
 _DEFAULT_AVATAR_COLOR = (138, 143, 152)
-MAX_ANIMATION_PIXELS = 4 * MAX_IMAGE_PIXELS
-"""Pixel budget over all frames of an animated PNG."""
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-
-
-@contextlib.contextmanager
-def _pillow_errors(what: str, data: bytes) -> Iterator[None]:
-    """Turn the many exceptions Pillow raises for broken input into one plain `CardError`."""
-    try:
-        yield
-    except CardError:
-        raise
-    except Image.DecompressionBombError:
-        raise CardError(f"{what} is too large (too many pixels) to be opened safely.") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as error:
-        detail = str(error).lower()
-        if "checksum" in detail or "crc" in detail:
-            message = f"{what} is damaged (a checksum does not match)."
-        elif "truncated" in detail:
-            message = f"{what} is truncated (it ends too early)."
-        elif "text chunk" in detail or "too large" in detail:
-            message = f"{what} holds text chunks that are too large."
-        elif "cannot identify" in detail and data.startswith(PNG_SIGNATURE):
-            # Pillow hides why a PNG failed to open (often a bad CRC before the image data).
-            message = f"{what} is damaged or not a valid PNG."
-        elif "cannot identify" in detail:
-            message = f"{what} is not an image we can read (PNG, JPEG, WebP or GIF)."
-        else:
-            message = f"{what} is damaged or not a valid image."
-        raise CardError(message) from None
-
-
-def _check_pixels(image: Image.Image, what: str) -> None:
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise CardError(
-            f"{what} is too large ({width} x {height} pixels; the limit is "
-            f"{MAX_IMAGE_PIXELS:,} pixels)."
-        )
-
-
-def _open_checked(data: bytes, formats: tuple[str, ...], what: str) -> Image.Image:
-    """Open an image after checking its pixel count and (for PNG) every chunk's CRC.
-
-    Only headers are parsed before the checks. `verify()` consumes the file object, so the image
-    is opened a second time for decoding. (CRC checks rely on Pillow's default
-    `ImageFile.LOAD_TRUNCATED_IMAGES = False`, which this module never changes.)
-    """
-    with Image.open(BytesIO(data), formats=list(formats)) as probe:
-        _check_pixels(probe, what)
-        if probe.format == "PNG":
-            # Reading the text chunks of an animated PNG decodes every frame (Pillow seeks to
-            # the last one), so the frame count declared in acTL counts towards a pixel budget.
-            width, height = probe.size
-            if getattr(probe, "n_frames", 1) * width * height > MAX_ANIMATION_PIXELS:
-                raise CardError(f"{what} has too many animation frames to be opened safely.")
-        probe.verify()
-    return Image.open(BytesIO(data), formats=list(formats))
-
-
-def _encode_png(image: Image.Image, text_chunks: tuple[tuple[str, bytes], ...] = ()) -> bytes:
-    """Re-encode the current frame as a plain PNG, then append `text_chunks` just before IEND."""
-    image.load()
-    has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
-    clean = image.convert("RGBA" if has_alpha else "RGB")
-    clean.info = {}  # Pillow's writer would otherwise copy the ICC profile and friends
-    buffer = BytesIO()
-    clean.save(buffer, format="PNG")
-    png = buffer.getvalue()
-    if not text_chunks:
-        return png
-    if not png.endswith(_IEND_CHUNK):  # pragma: no cover - Pillow always ends with IEND
-        raise RuntimeError("Pillow's PNG output does not end with IEND")
-    out = BytesIO()
-    out.write(png[: -len(_IEND_CHUNK)])
-    for keyword, value in text_chunks:
-        PngImagePlugin.putchunk(out, b"tEXt", keyword.encode("latin-1"), b"\0", value)
-    out.write(_IEND_CHUNK)
-    return out.getvalue()
 
 
 def clean_avatar_image(data: bytes) -> bytes:
     """Validate an image (PNG, JPEG, WebP or GIF) with Pillow and return it as a clean PNG.
 
-    The image is decoded under our pixel cap and re-encoded, which drops all metadata and text
-    chunks. Animated images keep their first frame. Raises `CardError` for anything else.
+    The image is decoded under our pixel cap and re-encoded at its own size and mode, which drops
+    all metadata and text chunks. Animated images keep their first frame. Raises `CardError`.
     """
     check_file_size(data, MAX_CARD_FILE_BYTES, "The image")
-    with _pillow_errors("The image", data):
-        image = _open_checked(data, AVATAR_FORMATS, "The image")
-        with image:
-            return _encode_png(image)
+    return clean_png(data)
 
 
 def default_avatar_png() -> bytes:
     """A plain avatar for cards without an image (the usual 400x600 card shape)."""
-    image = Image.new("RGB", DEFAULT_AVATAR_SIZE, _DEFAULT_AVATAR_COLOR)
-    return _encode_png(image)
+    return encode_png(Image.new("RGB", DEFAULT_AVATAR_SIZE, _DEFAULT_AVATAR_COLOR))
 
 
 def _chunk_json(keyword: str, value: str) -> bytes:
@@ -186,6 +124,77 @@ def _comparable(card: Card) -> dict[str, Any]:
     return view
 
 
+def _entries(book: Any) -> list[Any]:
+    entries = book.get("entries") if isinstance(book, dict) else None
+    return entries if isinstance(entries, list) else []
+
+
+def _same_character(v2_card: Card, v3_card: Card) -> bool:
+    """Whether the `chara` copy holds the same character as `ccv3`, as V2 readers see it.
+
+    Besides what V3 export itself changes (decorators, `use_regex`), exactly the two ways RisuAI
+    fills its V2 copy are forgiven: `extensions.risuai.source` left out, and lorebook entry text
+    trimmed of the blanks around it. Any other difference counts, including a `source` that both
+    copies hold with different values.
+    """
+    v2, v3 = _comparable(v2_card), _comparable(v3_card)
+    v2_risu, v3_risu = v2["extensions"].get("risuai"), v3["extensions"].get("risuai")
+    if isinstance(v2_risu, dict) and isinstance(v3_risu, dict) and "source" not in v2_risu:
+        v3_risu.pop("source", None)
+    v2_entries, v3_entries = _entries(v2["character_book"]), _entries(v3["character_book"])
+    if len(v2_entries) == len(v3_entries):
+        for v2_entry, v3_entry in zip(v2_entries, v3_entries, strict=True):
+            if not (isinstance(v2_entry, dict) and isinstance(v3_entry, dict)):
+                continue
+            v2_text, v3_text = v2_entry.get("content"), v3_entry.get("content")
+            if isinstance(v2_text, str) and isinstance(v3_text, str) and v2_text == v3_text.strip():
+                v3_entry["content"] = v2_text
+    return v2 == v3
+
+
+def _follow_v2_copy(card: Card, v2_object: dict[str, Any], v2_card: Card) -> None:
+    """Take off the V3 card what the V2 copy shows our V3 export added to a card lacking it.
+
+    V3 export must write `use_regex` on every lorebook entry and `group_only_greetings`, and
+    gives a card that was V1 or V2 the spec version 3.0. Read back from `ccv3` alone, such a card
+    would export a different `chara` the second time (issue 14 item 3). So, when the V2 copy
+    lacks them:
+
+    - an entry whose `use_regex` is false in `ccv3` and absent (or null) in the same entry of
+      `chara` gets it back absent (or null): V3 export writes false again, and all three mean
+      the same;
+    - a `ccv3` with spec version 3.0 and no group-only greetings, beside a V2 copy without the
+      field, is kept as a V2 card (the spec only steers export: the V3 chunk still says 3.0,
+      and the V2 chunk leaves the empty list out, as it did).
+
+    Other apps' dual PNGs (RisuAI's V2 copy has neither field) read the same way; nothing a
+    prompt or an export shows changes.
+    """
+    data = v2_object.get("data")
+    if not isinstance(data, dict) or v2_card.spec != SPEC_V2:
+        return
+    v2_entries = _entries(data.get("character_book"))
+    v3_entries = _entries(card.character_book)
+    if len(v2_entries) == len(v3_entries):
+        for v2_entry, v3_entry in zip(v2_entries, v3_entries, strict=True):
+            if (
+                isinstance(v2_entry, dict)
+                and v2_entry.get("use_regex") is None
+                and v3_entry.get("use_regex") is False
+            ):
+                if "use_regex" in v2_entry:
+                    v3_entry["use_regex"] = None  # null, as the card gave it
+                else:
+                    del v3_entry["use_regex"]
+    if (
+        card.spec == SPEC_V3
+        and card.spec_version == DEFAULT_SPEC_VERSION[SPEC_V3]
+        and not card.group_only_greetings
+        and "group_only_greetings" not in data
+    ):
+        card.spec, card.spec_version = SPEC_V2, v2_card.spec_version
+
+
 def _card_from_texts(texts: dict[str, Any], warnings: list[str]) -> Card:
     found: dict[str, Any] = {}
     for key, value in texts.items():
@@ -197,14 +206,14 @@ def _card_from_texts(texts: dict[str, Any], warnings: list[str]) -> Card:
     if not found:
         raise CardError("The PNG has no character data (no 'chara' or 'ccv3' text chunk).")
     if "ccv3" not in found:
-        return card_from_json(_chunk_json("chara", found["chara"]), warnings)
+        return card_from_dict(parse_card_json(_chunk_json("chara", found["chara"])), warnings)
     v3_warnings: list[str] = []
     try:
-        card = card_from_json(_chunk_json("ccv3", found["ccv3"]), v3_warnings)
+        card = card_from_dict(parse_card_json(_chunk_json("ccv3", found["ccv3"])), v3_warnings)
     except CardError as error:
         if "chara" not in found:
             raise
-        card = card_from_json(_chunk_json("chara", found["chara"]), warnings)
+        card = card_from_dict(parse_card_json(_chunk_json("chara", found["chara"])), warnings)
         warnings.append(
             f"The V3 ('ccv3') character data could not be read ({error}); the V2 ('chara') "
             "data was used instead."
@@ -212,53 +221,58 @@ def _card_from_texts(texts: dict[str, Any], warnings: list[str]) -> Card:
         return card
     warnings.extend(v3_warnings)
     if "chara" in found:
-        # The V2 copy only matters for telling the user that the two differ.
+        # The V2 copy only matters for telling the user that the two differ, and for undoing
+        # what our V3 export adds; a V2 copy we cannot read changes nothing.
         with contextlib.suppress(CardError):
-            v2_card = card_from_json(_chunk_json("chara", found["chara"]))
-            if _comparable(v2_card) != _comparable(card):
+            v2_object = parse_card_json(_chunk_json("chara", found["chara"]))
+            v2_card = card_from_dict(v2_object)
+            if not _same_character(v2_card, card):
                 warnings.append(
                     "The PNG holds two different versions of this character ('ccv3' and "
                     "'chara'); the V3 ('ccv3') version was used."
                 )
+            _follow_v2_copy(card, v2_object, v2_card)
     return card
 
 
-def read_card_png(data: bytes, warnings: list[str] | None = None) -> tuple[Card, bytes]:
+def read_card_png(data: bytes, warnings: list[str] | None = None) -> tuple[Card, CleanAvatar]:
     """Read a PNG character card.
 
     Returns the card (from `ccv3` when present, else `chara`; keywords match case-insensitively)
-    and the avatar re-encoded as a PNG without any card or metadata chunks. Raises `CardError` for
-    damaged PNGs (bad CRC, truncated), pixel bombs, oversized chunks and PNGs without a card.
+    and its picture, decoded once: re-encoded as a PNG without any card or metadata chunks, at
+    its own size and mode, plus a list thumbnail. Raises `CardError` for damaged PNGs (bad CRC,
+    truncated), pixel bombs, oversized chunks and PNGs without a card.
     """
     if warnings is None:
         warnings = []
     check_file_size(data)
     if not data.startswith(PNG_SIGNATURE):
         raise CardError("The file is not a PNG image.")
-    with _pillow_errors("The PNG file", data):
-        image = _open_checked(data, ("PNG",), "The PNG image")
+    with image_errors("The PNG file", data):
+        image = open_image(data, "The PNG image", ("PNG",))
         with image:
-            texts = dict(image.text)  # loads the image, so chunks after IDAT are read too
-            if getattr(image, "is_animated", False):
-                image.seek(0)
-            avatar = _encode_png(image)
+            texts = dict(image.text)  # decodes the image, so chunks after IDAT are read too
+            avatar = clean_avatar(image)
     card = _card_from_texts(texts, warnings)
     return card, avatar
 
 
-def write_card_png(card: Card, image: bytes | None = None) -> bytes:
-    """Write a card PNG: the image re-encoded, then `chara` (V2) and `ccv3` (V3) before IEND.
+def write_card_png(
+    card: Card, image: bytes | None = None, *, image_is_clean: bool = False
+) -> bytes:
+    """Write a card PNG: the picture, then `chara` (V2) and `ccv3` (V3) just before IEND.
 
     `image` may be PNG, JPEG, WebP or GIF (an existing card PNG is fine: its old card chunks are
-    dropped by re-encoding); None gives the default avatar.
+    dropped by re-encoding); None gives the default avatar. With `image_is_clean` (a stored
+    avatar, which import and the avatar forms wrote through `images.encode_png`), a PNG that
+    indeed holds only image chunks gets the card chunks appended without being decoded, so the
+    export carries exactly the stored picture; anything else is re-encoded.
     """
     chara = base64.b64encode(dump_card_json(card_to_v2_dict(card)))
     ccv3 = base64.b64encode(dump_card_json(card_to_v3_dict(card)))
     chunks = (("chara", chara), ("ccv3", ccv3))
     if image is None:
-        return _encode_png(Image.new("RGB", DEFAULT_AVATAR_SIZE, _DEFAULT_AVATAR_COLOR), chunks)
-    check_file_size(image, MAX_CARD_FILE_BYTES, "The image")
-    with _pillow_errors("The image", image):
-        opened = _open_checked(image, AVATAR_FORMATS, "The image")
-        with opened:
-            return _encode_png(opened, chunks)
+        return png_with_text_chunks(default_avatar_png(), chunks)
+    if image_is_clean and is_clean_png(image):
+        return png_with_text_chunks(image, chunks)
+    return png_with_text_chunks(clean_avatar_image(image), chunks)

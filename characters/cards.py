@@ -8,8 +8,9 @@ export. The work is done in small Django-free modules:
 - `card_values`: type checks for JSON values, with end-user messages;
 - `card_lorebook`: lorebook normalisation and `strip_decorators()`;
 - `card_json`: V1/V2/V3 objects <-> `Card`;
-- `card_png`: PNG text chunks and avatar re-encoding (Pillow);
-- `card_charx`: CHARX zips.
+- `card_png`: PNG text chunks;
+- `card_charx`: CHARX zips;
+- `images`: avatar pictures, decoded once and re-encoded, and their list thumbnails (Pillow).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from characters.card_png import (
     read_card_png,
     write_card_png,
 )
+from characters.images import CleanAvatar
 
 __all__ = [
     "EXTENSION_NAMESPACE",
@@ -67,6 +69,7 @@ __all__ = [
     "V2_FIELDS",
     "Card",
     "CardError",
+    "CleanAvatar",
     "ImportedCard",
     "card_from_dict",
     "card_from_json",
@@ -99,11 +102,17 @@ class ImportedCard:
     """The result of reading an uploaded card file."""
 
     card: Card
-    avatar_png: bytes | None
-    """The avatar re-encoded as a clean PNG, or None (JSON cards, CHARX without an icon)."""
+    avatar: CleanAvatar | None
+    """The card's picture, decoded once: a clean PNG at its own size and mode, and its list
+    thumbnail. None for JSON cards and CHARX files without an icon."""
     warnings: list[str] = field(default_factory=list)
     """Notes for the user: newer spec version, differing PNG copies, assets not imported, ..."""
     source_format: CardFormat = "json"
+
+    @property
+    def avatar_png(self) -> bytes | None:
+        """The clean avatar PNG, or None."""
+        return self.avatar.png if self.avatar is not None else None
 
 
 def _looks_like_json(data: bytes) -> bool:

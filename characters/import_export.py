@@ -28,7 +28,7 @@ from characters.cards import (
     read_card_file,
     write_card_png,
 )
-from characters.images import AvatarError, normalize_avatar
+from characters.images import CleanAvatar
 from characters.models import Character
 
 # Card fields stored in a Character column of the same name (nickname is handled apart: the
@@ -111,19 +111,20 @@ def import_card_file(
     if visibility is not None:
         character.visibility = visibility
     _check_lengths(character)
-    warnings = list(imported.warnings)
-    avatar = None
-    if imported.avatar_png is not None:
-        try:
-            avatar = normalize_avatar(imported.avatar_png)
-        except AvatarError as exc:
-            raise CardError(f"The card's image was refused: {exc}") from exc
     with transaction.atomic():
-        if avatar is not None:
-            # Client file names never become paths.
-            character.avatar.save("avatar.png", ContentFile(avatar), save=False)
+        if imported.avatar is not None:
+            store_avatar(character, imported.avatar)
         character.save()
-    return character, warnings
+    return character, list(imported.warnings)
+
+
+def store_avatar(character: Character, avatar: CleanAvatar) -> None:
+    """Give `character` (saved by the caller) the avatar files: the picture as it was cleaned
+    (its own size and mode), and its list thumbnail made from the same decoded picture."""
+    # Client file names never become paths.
+    character.avatar.save("avatar.png", ContentFile(avatar.png), save=False)
+    character.avatar_thumbnail.save("avatar.webp", ContentFile(avatar.thumbnail), save=False)
+    character.avatar_thumbnail_of = character.avatar.name
 
 
 @dataclass
@@ -177,7 +178,9 @@ def export_card(character: Character, fmt: ExportFormat) -> tuple[bytes, str, st
     """
     card = character_to_card(character)
     if fmt == "png":
-        content = write_card_png(card, _avatar_bytes(character))
+        # A stored avatar holds nothing but its picture already: the card chunks are appended
+        # to it as it is, so the export carries exactly that picture, and quickly.
+        content = write_card_png(card, _avatar_bytes(character), image_is_clean=True)
     elif fmt == "json":
         content = dump_card_json(card_to_v3_dict(card), indent=2)
     else:
@@ -215,6 +218,9 @@ def duplicate_character(character: Character) -> Character:
     copy_.card_extra = copy.deepcopy(copy_.card_extra)
     avatar = _avatar_bytes(character)
     copy_.avatar = ""
+    # The copy's avatar file gets a name of its own; its thumbnail is made when first shown.
+    copy_.avatar_thumbnail = ""
+    copy_.avatar_thumbnail_of = ""
     with transaction.atomic():
         if avatar is not None:
             copy_.avatar.save("avatar.png", ContentFile(avatar), save=False)

@@ -50,6 +50,13 @@ class Character(models.Model):
 
     name = models.CharField(max_length=200)
     avatar = models.ImageField(upload_to="avatars/", blank=True)
+    # The list thumbnail (library, home, chat header): a small WebP of the avatar, made when a
+    # card is imported, else on the first list that shows it (`avatar_thumbnail_of` names the
+    # avatar file it was made from; any other avatar means it is out of date).
+    avatar_thumbnail = models.ImageField(
+        upload_to="avatars/thumbnails/", blank=True, editable=False
+    )
+    avatar_thumbnail_of = models.CharField(max_length=100, blank=True, editable=False)
     description = models.TextField(blank=True)
     personality = models.TextField(blank=True)
     scenario = models.TextField(blank=True)
@@ -162,7 +169,9 @@ class Character(models.Model):
         return self.default_model or settings.SERIKA_DEFAULT_MODEL
 
     def as_prompt_character(self) -> PromptCharacter:
-        """The prompt-relevant fields, for `chat.prompt.build_prompt`."""
+        """The prompt-relevant fields, for `chat.prompt.build_prompt`; the character's note is
+        SillyTavern's `extensions.depth_prompt`, passed as stored (the prompt reads it)."""
+        extensions = self.extensions if isinstance(self.extensions, dict) else {}
         return PromptCharacter(
             name=self.name,
             nickname=self.nickname,
@@ -173,6 +182,7 @@ class Character(models.Model):
             post_history_instructions=self.post_history_instructions,
             mes_example=self.mes_example,
             character_book=self.character_book,
+            depth_prompt=extensions.get("depth_prompt"),
         )
 
     def to_card(self) -> Card:

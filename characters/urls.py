@@ -12,5 +12,10 @@ urlpatterns = [
     path("characters/<int:pk>/export.png", views.export, {"fmt": "png"}, name="character_png"),
     path("characters/<int:pk>/export.json", views.export, {"fmt": "json"}, name="character_json"),
     path("characters/<int:pk>/avatar.png", views.avatar, name="character_avatar"),
+    path(
+        "characters/<int:pk>/avatar-thumbnail.webp",
+        views.avatar_thumbnail,
+        name="character_avatar_thumbnail",
+    ),
     path("persona/", views.persona, name="persona"),
 ]

@@ -13,15 +13,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
 from django.db.models import Q
 from django.db.models.functions import Substr
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from characters.card_macros import card_text
 from characters.forms import ImportCardsForm, MemberCharacterForm, PersonaForm
+from characters.images import AvatarError, thumbnail_of_png
 from characters.import_export import export_card, import_upload
 from characters.models import Character, UserPersona, Visibility
 from characters.personas import persona_for
@@ -205,12 +207,63 @@ def persona(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def avatar(request: HttpRequest, pk: int) -> FileResponse:
-    character = get_object_or_404(Character.objects.visible_to(request.user), pk=pk)
+    """The full avatar, as the card carried it (the character page shows it)."""
+    character = get_object_or_404(
+        Character.objects.visible_to(request.user).only("pk", "avatar"), pk=pk
+    )
     if not character.avatar:
         raise Http404("No avatar.")
     # Avatars are re-encoded to PNG on upload, so the type is known; nosniff comes from
     # SecurityMiddleware, and the CSP sandbox stops anything that still tried to run.
     response = FileResponse(character.avatar.open("rb"), content_type="image/png")
+    _image_headers(response)
+    return response
+
+
+@require_GET
+@login_required
+def avatar_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The avatar's small WebP for lists (library, home, chat header)."""
+    character = get_object_or_404(
+        Character.objects.visible_to(request.user).only(
+            "pk", "avatar", "avatar_thumbnail", "avatar_thumbnail_of"
+        ),
+        pk=pk,
+    )
+    if not character.avatar:
+        raise Http404("No avatar.")
+    response = HttpResponse(_current_thumbnail(character), content_type="image/webp")
+    _image_headers(response)
+    return response
+
+
+def _image_headers(response: HttpResponseBase) -> None:
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Cache-Control"] = "private, max-age=3600"
-    return response
+
+
+def _current_thumbnail(character: Character) -> bytes:
+    """The stored thumbnail of the current avatar, made and stored now if there is none yet.
+
+    Imports store it with the avatar; an avatar uploaded in a form (or stored before thumbnails
+    existed) gets it on the first list that shows it, from one decode of the stored PNG.
+    """
+    if character.avatar_thumbnail and character.avatar_thumbnail_of == character.avatar.name:
+        try:
+            with character.avatar_thumbnail.open("rb") as handle:
+                return handle.read()
+        except OSError:
+            pass  # a lost file is made again below
+    try:
+        with character.avatar.open("rb") as handle:
+            thumbnail = thumbnail_of_png(handle.read())
+    except (OSError, AvatarError):
+        raise Http404("The avatar cannot be read.") from None
+    character.avatar_thumbnail.save("avatar.webp", ContentFile(thumbnail), save=False)
+    # An UPDATE rather than save(): save() renders the creator notes again, and this must not
+    # pair the thumbnail with an avatar that changed meanwhile.
+    Character.objects.filter(pk=character.pk, avatar=character.avatar.name).update(
+        avatar_thumbnail=character.avatar_thumbnail.name,
+        avatar_thumbnail_of=character.avatar.name,
+    )
+    return thumbnail

@@ -2,22 +2,30 @@
 
 Pure module: no Django, no I/O, deterministic. It implements the prompt-relevant parts of the
 Character Card V2/V3 specs (malfoyslastname/character-card-spec-v2 ``spec_v2.md``,
-kwaroran/character-card-spec-v3 ``SPEC_V3.md``); lorebook matching follows SillyTavern's
-world-info behaviour where the specs leave room.
+kwaroran/character-card-spec-v3 ``SPEC_V3.md``) and follows SillyTavern's Chat Completion
+assembly where the specs leave room. The card rules it reads (decorators, lenient values, entry
+placement) live in ``characters.card_lorebook``; docs/prompt-rules.md lists every rule and where
+we deliberately differ from SillyTavern.
 
 Message layout produced by :func:`build_prompt` (with a character):
 
 1. One leading ``system`` message. Its sections, separated by a blank line and each omitted when
-   empty, are: the system prompt; the ``before_char`` lorebook entries; the character definition
-   (description as written, ``"{{char}}'s personality: ..."``, ``"Scenario: ..."``, and the user's
-   persona as ``"{{user}}'s persona: ..."``); the ``after_char`` lorebook entries. Lorebook entries
-   inside a section are joined by a newline, lowest ``insertion_order`` first.
-2. One ``system`` message per example dialogue (``mes_example`` split on ``<START>``), each
-   starting with ``"Example dialogue:"``. They are separate messages so that the context budget
-   can drop them one at a time, last example first.
-3. The stored history turns, oldest first, roles as stored.
+   empty, are: the system prompt; the ``before_char`` lorebook entries; the ``@@position
+   before_desc`` entries; the description as written; the ``@@position after_desc`` entries;
+   ``"{{char}}'s personality: ..."`` followed by the ``@@position personality`` entries;
+   ``"Scenario: ..."`` followed by the ``@@position scenario`` entries; the user's persona as
+   ``"{{user}}'s persona: ..."``; the ``after_char`` entries. Entries in one place are joined by
+   a newline, lowest ``insertion_order`` first.
+2. One ``system`` message per example dialogue, each starting with ``"Example dialogue:"``: the
+   blocks of "examples top" entries, then the card's ``mes_example`` split on ``<START>``, then
+   the blocks of "examples bottom" entries. Separate messages, so that the context budget can
+   drop them one at a time, last first.
+3. The stored history turns, oldest first, roles as stored, with the in-chat insertions (the
+   character's note, lorebook entries at a depth, SillyTavern's Author's Note slot) between them:
+   see :func:`insert_at_depths`.
 4. When continuing the last reply (``continuing=True``, SillyTavern's "Continue"), a ``system``
-   message :data:`CONTINUE_NUDGE` after the history, which then ends with that reply as written.
+   message :data:`CONTINUE_NUDGE` after the history, which then ends with that reply as written
+   (after the insertions at depth 0, as in SillyTavern).
 5. ``post_history_instructions`` as a final ``system`` message, when non-empty.
 
 Without a character the messages are just the history turns (unchanged, budget still applied).
@@ -28,10 +36,11 @@ macros ``{{char}}``/``<BOT>``/``<CHAR>`` and ``{{user}}``/``<USER>`` replaced ca
 a single pass (so a user called ``{{char}}`` is not expanded again).
 
 Context budget: ``context_tokens`` bounds :func:`count_message_tokens` of the result. Over budget,
-example dialogues go first (last first), then history turns oldest first; the leading system
-message, the post-history instructions and the latest user turn are never dropped, even when that
-still does not fit. The lorebook is part of the leading system message, so only its own
-``token_budget`` limits it.
+lorebook entries marked ``@@ignore_on_max_context`` go first (all of them), then example
+dialogues (last first), then history turns oldest first, together with the in-chat insertions
+among them; the leading system message, the post-history instructions, the latest user turn and
+a reply being continued are never dropped, even when that still does not fit. The rest of the
+lorebook is only limited by its own ``token_budget``.
 
 Scan budget: ``lore_budget_seconds`` bounds the time all lorebook key searches of one prompt take
 together (each regex search is also capped at ``REGEX_KEY_TIMEOUT``). Once it is spent, the
@@ -50,6 +59,26 @@ from typing import Any
 
 import regex
 
+from characters.card_lorebook import (
+    AFTER_CHAR,
+    AFTER_DESC,
+    AT_DEPTH,
+    AUTHORS_NOTE_BOTTOM,
+    AUTHORS_NOTE_TOP,
+    BEFORE_CHAR,
+    BEFORE_DESC,
+    EXAMPLES_BOTTOM,
+    EXAMPLES_TOP,
+    OUTLET,
+    PERSONALITY,
+    SCENARIO,
+    LoreEntry,
+    Placement,
+    read_book,
+    read_depth,
+    read_role,
+    split_keys,
+)
 from characters.card_macros import expand_macros, normalize_newlines
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -57,15 +86,22 @@ DEFAULT_SYSTEM_PROMPT = (
     "Stay in character."
 )
 
-# Messages scanned for lorebook keys when the book has no usable `scan_depth`.
-DEFAULT_SCAN_DEPTH = 10
-# SillyTavern's default "Order"; used when an entry has no numeric `insertion_order`.
-DEFAULT_INSERTION_ORDER = 100
-# Priority of entries without a numeric `priority` (V2: lower priority is discarded first).
-DEFAULT_PRIORITY = 0
+# Messages scanned for lorebook keys when the book has no usable `scan_depth`: SillyTavern's
+# "Scan Depth" (`world_info_depth`). The site's setting (CHAT_LOREBOOK_SCAN_DEPTH) is passed in.
+DEFAULT_SCAN_DEPTH = 2
 # Recursive scanning stops after this many extra passes even if entries keep activating each
 # other, so a large, densely cross-linked book cannot make prompt assembly quadratic-unbounded.
 MAX_RECURSION_PASSES = 10
+# SillyTavern's "character's note" (`extensions.depth_prompt`) defaults:
+# `depth_prompt_depth_default` and `depth_prompt_role_default`.
+CHARACTER_NOTE_DEPTH = 4
+CHARACTER_NOTE_ROLE = "system"
+# SillyTavern's Author's Note is in the chat at depth 4 as system by default; lorebook entries at
+# "AN top"/"AN bottom" go there (around the note, which we do not have, so it is empty).
+AUTHORS_NOTE_DEPTH = 4
+AUTHORS_NOTE_ROLE = "system"
+# Top to bottom, the messages inserted at one depth (SillyTavern 1.12: system nearest the end).
+DEPTH_ROLE_ORDER = ("assistant", "user", "system")
 # Token heuristic: English-like text averages ~4 characters per BPE token; 3.5 errs on the side of
 # overestimating so a prompt we think fits does fit.
 CHARS_PER_TOKEN = 3.5
@@ -85,20 +121,15 @@ _START_RE = re.compile(r"<START>", re.IGNORECASE)
 _SLASH_REGEX_RE = re.compile(r"^/(.+)/([dgimsuvy]*)$", re.DOTALL)
 _JS_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}
 
-# V3 decorators that change activation and can be honoured from the history alone. Placement
-# decorators (@@depth, @@role, @@position, ...) are stripped but ignored: entries always go
-# before/after the character definition.
-_FLAG_DECORATORS = frozenset({"activate", "dont_activate"})
-_INT_DECORATORS = frozenset({"scan_depth", "activate_only_after", "activate_only_every"})
-_KEY_DECORATORS = frozenset({"additional_keys", "exclude_keys"})
-
 
 @dataclass(frozen=True)
 class PromptCharacter:
     """The prompt-relevant fields of a character card (V2/V3 `data` names).
 
     Deliberately lacks creator_notes, tags, creator and character_version: the specs forbid
-    using them in prompts, so they cannot leak in by accident.
+    using them in prompts, so they cannot leak in by accident. `depth_prompt` is the card's
+    `extensions.depth_prompt` as stored (SillyTavern's character's note, read leniently by
+    :func:`read_character_note`).
     """
 
     name: str
@@ -110,6 +141,7 @@ class PromptCharacter:
     post_history_instructions: str = ""
     mes_example: str = ""
     character_book: dict | None = None
+    depth_prompt: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,8 +157,9 @@ class Prompt:
     """The assembled request messages and what had to be left out to fit the budget.
 
     `activated_lore` holds the indices (into `character_book["entries"]`) of the lorebook entries
-    placed in the prompt, in prompt order; `dropped_lore` those activated but discarded to honour
-    the book's `token_budget`.
+    placed in the prompt, lowest `insertion_order` first (ties: card order); `dropped_lore` those
+    activated but discarded to honour the book's `token_budget`, or left out by
+    ``@@ignore_on_max_context`` because the prompt did not fit.
     """
 
     messages: list[dict[str, str]]
@@ -139,15 +172,43 @@ class Prompt:
 
 
 @dataclass(frozen=True)
-class LoreSelection:
-    """Result of :func:`activate_lorebook`: the entry texts to place, and why."""
+class PlacedLore:
+    """An activated lorebook entry: its prompt text and where it goes."""
 
-    before: list[str] = field(default_factory=list)
-    after: list[str] = field(default_factory=list)
-    activated: list[int] = field(default_factory=list)
+    index: int
+    content: str  # macros expanded, decorators stripped, trimmed
+    placement: Placement
+    insertion_order: float
+    priority: float
+    decorators: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class LoreSelection:
+    """Result of :func:`activate_lorebook`: the entries to place (lowest `insertion_order`
+    first, ties in card order), and why others are missing."""
+
+    entries: list[PlacedLore] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unscanned: list[int] = field(default_factory=list)
+
+    @property
+    def activated(self) -> list[int]:
+        return [entry.index for entry in self.entries]
+
+    def contents(self, where: str) -> list[str]:
+        """The texts of the entries placed at `where` (a `Placement.where` name), in order."""
+        return [entry.content for entry in self.entries if entry.placement.where == where]
+
+
+@dataclass(frozen=True)
+class CharacterNote:
+    """SillyTavern's character's note: text inserted `depth` messages from the end as `role`."""
+
+    text: str  # as written (macros not yet expanded)
+    depth: int
+    role: str
 
 
 # --- Text helpers -----------------------------------------------------------------------------
@@ -193,117 +254,7 @@ def split_examples(mes_example: str) -> list[str]:
     return [block.strip() for block in blocks if block.strip()]
 
 
-def parse_decorators(content: str) -> tuple[dict[str, str], str]:
-    """Split V3 ``@@decorator`` lines off the top of lorebook `content`.
-
-    Returns ``(decorators, body)``: `decorators` maps the recognised decorator names this module
-    honours to their value (first occurrence wins; an unrecognised or invalid ``@@name`` falls
-    back to the first valid ``@@@name`` line right after it), and `body` is the content with every
-    leading ``@@``/``@@@`` line and the surrounding blank lines removed.
-    """
-    lines = normalize_newlines(content).split("\n")
-    groups: list[list[tuple[str, str]]] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        if line and not line.startswith("@@"):
-            break
-        if line:
-            level = len(line) - len(line.lstrip("@"))
-            parts = line.lstrip("@").split(None, 1)
-            name = parts[0].lower() if parts else ""
-            value = parts[1].strip() if len(parts) > 1 else ""
-            # A `@@@` line is a fallback for the `@@` line above it; a stray leading one is
-            # treated as its own group so it is still considered.
-            if level == 2 or not groups:
-                groups.append([(name, value)])
-            else:
-                groups[-1].append((name, value))
-        i += 1
-    decorators: dict[str, str] = {}
-    for group in groups:
-        for name, value in group:
-            if _decorator_valid(name, value):
-                decorators.setdefault(name, value)
-                break
-    return decorators, "\n".join(lines[i:]).strip()
-
-
-def strip_decorators(content: str) -> str:
-    """Return lorebook `content` without its leading V3 ``@@decorator`` lines."""
-    return parse_decorators(content)[1]
-
-
-def _decorator_valid(name: str, value: str) -> bool:
-    if name in _FLAG_DECORATORS:
-        return True
-    if name in _INT_DECORATORS:
-        number = _parse_int(value)
-        # @@activate_only_every 0 would divide by zero; the spec says ignore invalid values.
-        minimum = 1 if name == "activate_only_every" else 0
-        return number is not None and number >= minimum
-    if name in _KEY_DECORATORS:
-        return bool(_key_list(value))
-    return False
-
-
-def _parse_int(value: str) -> int | None:
-    try:
-        return int(value.strip())
-    except ValueError:
-        return None
-
-
 # --- Lorebook ---------------------------------------------------------------------------------
-
-
-def _number(value: Any) -> float | None:
-    """Read a JSON number liberally (numeric strings too); anything else gives None."""
-    # bool is an int subclass; `true` is not a meaningful order/priority/depth.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _number_or(value: Any, default: float) -> float:
-    number = _number(value)
-    return default if number is None else number
-
-
-def _flag(value: Any, default: bool) -> bool:
-    """Read a JSON boolean liberally (exporters sometimes write 0/1 or "true")."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value != 0
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in {"true", "1", "yes", "on"}:
-            return True
-        if lowered in {"false", "0", "no", "off", ""}:
-            return False
-    return default
-
-
-def _key_list(value: Any) -> list[str]:
-    """Keys from an array of strings or one comma-separated string; blanks never match."""
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, list | tuple):
-        items = [item for item in value if isinstance(item, str)]
-    else:
-        return []
-    return [item.strip() for item in items if item.strip()]
-
 
 # Cards come from strangers: a catastrophic-backtracking key must not stall the worker that
 # builds prompts. The `regex` module can bound each search; a search that runs out never matches.
@@ -429,75 +380,60 @@ def _make_matcher(
 
 
 @dataclass(frozen=True)
-class _LoreEntry:
-    index: int
+class _Scannable:
+    """A lorebook entry ready to be matched: its expanded texts and compiled key matchers."""
+
+    entry: LoreEntry
     content: str  # expanded, decorators stripped: what goes into the prompt
     scan_text: str  # what recursive scanning sees (hidden keys kept)
-    after_char: bool
-    insertion_order: float
-    priority: float
-    constant: bool
-    scan_depth: int | None
     keys: Matcher
     secondary: Matcher | None
     additional: Matcher | None
     exclude: Matcher | None
-    decorators: dict[str, str]
+
+    @property
+    def index(self) -> int:
+        return self.entry.index
 
 
-def _parse_entry(
-    raw: Any, index: int, *, char_name: str, user_name: str, notes: list[str], budget: ScanBudget
-) -> _LoreEntry | None:
-    """Normalise one raw entry; None for entries that can never contribute to the prompt."""
-    if not isinstance(raw, Mapping) or not _flag(raw.get("enabled"), True):
-        return None
-    content = raw.get("content")
-    if not isinstance(content, str):
-        return None
-    decorators, body = parse_decorators(content)
-    text = expand_macros(body, char_name=char_name, user_name=user_name).strip()
-    if not text:
+def _scannable(
+    entry: LoreEntry, *, char_name: str, user_name: str, notes: list[str], budget: ScanBudget
+) -> _Scannable | None:
+    """Expand and compile one entry; None for entries that can never contribute to the prompt."""
+    content = expand_macros(entry.body, char_name=char_name, user_name=user_name).strip()
+    if not content:
         # The spec: empty content adds nothing, whether or not the entry matches.
         return None
-    label = f"lorebook entry {index}"
-    use_regex = _flag(raw.get("use_regex"), False)
-    case_sensitive = _flag(raw.get("case_sensitive"), False)
+    label = f"lorebook entry {entry.index}"
 
     def matcher(keys: list[str]) -> Matcher | None:
         if not keys:
             return None
         return _make_matcher(
             keys,
-            use_regex=use_regex,
-            case_sensitive=case_sensitive,
+            use_regex=entry.use_regex,
+            case_sensitive=entry.case_sensitive,
             notes=notes,
             label=label,
             budget=budget,
         )
 
-    selective = _flag(raw.get("selective"), False)
-    depth = decorators.get("scan_depth")
-    return _LoreEntry(
-        index=index,
-        content=text,
+    decorators = entry.decorators
+    return _Scannable(
+        entry=entry,
+        content=content,
         scan_text=expand_macros(
-            body, char_name=char_name, user_name=user_name, keep_hidden_keys=True
+            entry.body, char_name=char_name, user_name=user_name, keep_hidden_keys=True
         ),
-        after_char=raw.get("position") == "after_char",
-        insertion_order=_number_or(raw.get("insertion_order"), DEFAULT_INSERTION_ORDER),
-        priority=_number_or(raw.get("priority"), DEFAULT_PRIORITY),
-        constant=_flag(raw.get("constant"), False),
-        scan_depth=int(depth) if depth is not None else None,
-        keys=matcher(_key_list(raw.get("keys"))) or (lambda _texts: False),
-        secondary=matcher(_key_list(raw.get("secondary_keys"))) if selective else None,
-        additional=matcher(_key_list(decorators.get("additional_keys", ""))),
-        exclude=matcher(_key_list(decorators.get("exclude_keys", ""))),
-        decorators=decorators,
+        keys=matcher(entry.keys) or (lambda _texts: False),
+        secondary=matcher(entry.secondary_keys),
+        additional=matcher(split_keys(decorators.get("additional_keys", ""))),
+        exclude=matcher(split_keys(decorators.get("exclude_keys", ""))),
     )
 
 
 def _entry_fires(
-    entry: _LoreEntry,
+    item: _Scannable,
     history_texts: Sequence[str],
     extra_texts: Sequence[str],
     *,
@@ -505,7 +441,7 @@ def _entry_fires(
     assistant_turns: int,
 ) -> bool:
     """Decide activation of one entry against the history window plus recursion texts."""
-    decorators = entry.decorators
+    decorators = item.entry.decorators
     if "activate" in decorators:
         return True  # "IN ANY CASE" per the V3 spec (only `enabled: false` beats it).
     if "dont_activate" in decorators:
@@ -516,18 +452,19 @@ def _entry_fires(
     every = decorators.get("activate_only_every")
     if every is not None and assistant_turns % int(every) != 0:
         return False
-    depth = entry.scan_depth if entry.scan_depth is not None else book_depth
+    scan_depth = decorators.get("scan_depth")
+    depth = int(scan_depth) if scan_depth is not None else book_depth
     # Not history_texts[-depth:]: with depth 0 that would be the whole history, not none of it.
     window = list(history_texts[max(0, len(history_texts) - depth) :])
     texts = window + list(extra_texts)
-    if not entry.constant:
-        if not entry.keys(texts):
+    if not item.entry.constant:
+        if not item.keys(texts):
             return False
-        if entry.secondary is not None and not entry.secondary(texts):
+        if item.secondary is not None and not item.secondary(texts):
             return False
-    if entry.additional is not None and not entry.additional(texts):
+    if item.additional is not None and not item.additional(texts):
         return False
-    return not (entry.exclude is not None and entry.exclude(texts))
+    return not (item.exclude is not None and item.exclude(texts))
 
 
 def activate_lorebook(
@@ -538,51 +475,46 @@ def activate_lorebook(
     user_name: str,
     budget_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    default_scan_depth: int = DEFAULT_SCAN_DEPTH,
 ) -> LoreSelection:
     """Select the lorebook entries that fire for `history` and order them for the prompt.
 
     Rules: disabled entries never fire; `constant` entries always do; otherwise an entry fires
     when one of its `keys` (array or comma-separated string; substring match, case-insensitive
     unless `case_sensitive`; regexes when `use_regex`, bare or ``/pattern/flags``, broken ones
-    never match) occurs in the last `scan_depth` history messages (default
-    ``DEFAULT_SCAN_DEPTH``), and, when `selective` with non-empty `secondary_keys`, one of those
+    never match) occurs in the last `scan_depth` history messages (the book's, else
+    `default_scan_depth`), and, when `selective` with non-empty `secondary_keys`, one of those
     too. With `recursive_scanning` the content of fired entries is scanned as well, for at most
-    ``MAX_RECURSION_PASSES`` extra passes. Supported V3 activation decorators: ``@@activate``,
-    ``@@dont_activate``, ``@@scan_depth``, ``@@activate_only_after``, ``@@activate_only_every``,
-    ``@@additional_keys``, ``@@exclude_keys``.
+    ``MAX_RECURSION_PASSES`` extra passes. Activation decorators: ``@@activate``,
+    ``@@dont_activate``, ``@@scan_depth``, ``@@activate_only_after``, ``@@activate_only_every``
+    (both count the history's assistant turns), ``@@additional_keys``, ``@@exclude_keys``.
 
     Fired entries are sorted by `insertion_order` ascending (ties: card order). If their content
     exceeds a positive `token_budget`, entries are discarded lowest `priority` first (ties: lower
-    `insertion_order` first, then later in the card first) until the rest fits.
+    `insertion_order` first, then later in the card first) until the rest fits. Entries placed at
+    an "outlet" are activated but left out (we have no ``{{outlet::}}`` macro), with a note.
 
     All key searches together may take `budget_seconds` (None: no limit), timed by `clock`.
     Entries are checked in card order; once the budget is spent, an entry whose decision needed
     a search is not activated and is listed in `unscanned` (entries that need none, such as
     constants, are still decided).
     """
-    if not isinstance(book, Mapping):
-        return LoreSelection()
-    raw_entries = book.get("entries")
-    if not isinstance(raw_entries, list):
+    lorebook = read_book(book)
+    if lorebook is None:
         return LoreSelection()
     notes: list[str] = []
     budget = ScanBudget(budget_seconds, clock)
     entries = [
-        entry
-        for index, raw in enumerate(raw_entries)
+        item
+        for entry in lorebook.entries
         if (
-            entry := _parse_entry(
-                raw, index, char_name=char_name, user_name=user_name, notes=notes, budget=budget
+            item := _scannable(
+                entry, char_name=char_name, user_name=user_name, notes=notes, budget=budget
             )
         )
         is not None
     ]
-    book_depth_value = _number(book.get("scan_depth"))
-    book_depth = (
-        int(book_depth_value)
-        if book_depth_value is not None and book_depth_value >= 0
-        else DEFAULT_SCAN_DEPTH
-    )
+    book_depth = default_scan_depth if lorebook.scan_depth is None else lorebook.scan_depth
     history_texts = [
         expand_macros(turn.content, char_name=char_name, user_name=user_name) for turn in history
     ]
@@ -590,69 +522,157 @@ def activate_lorebook(
 
     unscanned: set[int] = set()
 
-    def scan(candidates: list[_LoreEntry], extra: list[str]) -> list[_LoreEntry]:
+    def scan(candidates: list[_Scannable], extra: list[str]) -> list[_Scannable]:
         fired = []
-        for e in candidates:
+        for item in candidates:
             refused = budget.refused
             fires = _entry_fires(
-                e, history_texts, extra, book_depth=book_depth, assistant_turns=assistant_turns
+                item, history_texts, extra, book_depth=book_depth, assistant_turns=assistant_turns
             )
             if budget.refused > refused:
                 # A search this entry needed did not run (or was cut short): its answer is
                 # unknown, and an unknown entry stays out (an unrun exclude key is no "no").
-                unscanned.add(e.index)
+                unscanned.add(item.index)
             elif fires:
-                fired.append(e)
+                fired.append(item)
         return fired
 
     active = scan(entries, [])
-    if _flag(book.get("recursive_scanning"), False):
+    if lorebook.recursive_scanning:
         for _ in range(MAX_RECURSION_PASSES):
-            fired = {e.index for e in active}
-            remaining = [e for e in entries if e.index not in fired]
-            newly = scan(remaining, [e.scan_text for e in active])
+            fired = {item.index for item in active}
+            remaining = [item for item in entries if item.index not in fired]
+            newly = scan(remaining, [item.scan_text for item in active])
             if not newly:
                 break
             active.extend(newly)
 
-    active.sort(key=lambda e: (e.insertion_order, e.index))
+    active.sort(key=lambda item: (item.entry.insertion_order, item.index))
     dropped: list[int] = []
-    budget = _number(book.get("token_budget"))
-    # Some exporters write 0 for "no limit"; dropping every entry would be the surprising reading.
-    if budget is not None and budget > 0:
-        total = sum(estimate_tokens(e.content) for e in active)
-        discard_order = sorted(active, key=lambda e: (e.priority, e.insertion_order, -e.index))
+    token_budget = lorebook.token_budget
+    if token_budget is not None:
+        total = sum(estimate_tokens(item.content) for item in active)
+        discard_order = sorted(active, key=_discard_key)
         for victim in discard_order:
-            if total <= budget:
+            if total <= token_budget:
                 break
             total -= estimate_tokens(victim.content)
             dropped.append(victim.index)
         if dropped:
             notes.append(
-                f"lorebook token_budget {budget:g} exceeded: dropped entries "
+                f"lorebook token_budget {token_budget:g} exceeded: dropped entries "
                 + ", ".join(str(i) for i in dropped)
             )
-        active = [e for e in active if e.index not in dropped]
+        active = [item for item in active if item.index not in dropped]
     # Entries that fired in a later recursion pass were checked after all.
-    unscanned -= {e.index for e in active} | set(dropped)
+    unscanned -= {item.index for item in active} | set(dropped)
     if unscanned:
         notes.append(
             f"lorebook scan budget of {budget_seconds:g} s spent: {len(unscanned)} of "
             f"{len(entries)} entries were not checked"
         )
+    outlets = [item.index for item in active if item.entry.placement.where == OUTLET]
+    if outlets:
+        notes.append(
+            "lorebook entries at an outlet are left out (no {{outlet::}} macro here): "
+            + ", ".join(str(i) for i in outlets)
+        )
 
     return LoreSelection(
-        before=[e.content for e in active if not e.after_char],
-        after=[e.content for e in active if e.after_char],
-        activated=[e.index for e in active if not e.after_char]
-        + [e.index for e in active if e.after_char],
+        entries=[
+            PlacedLore(
+                index=item.index,
+                content=item.content,
+                placement=item.entry.placement,
+                insertion_order=item.entry.insertion_order,
+                priority=item.entry.priority,
+                decorators=item.entry.decorators,
+            )
+            for item in active
+            if item.entry.placement.where != OUTLET
+        ],
         dropped=dropped,
         notes=notes,
         unscanned=sorted(unscanned),
     )
 
 
+def _discard_key(item: _Scannable) -> tuple[float, float, int]:
+    """Order in which lorebook entries are given up: lowest priority first (ties: lower
+    `insertion_order` first, then later in the card first)."""
+    return (item.entry.priority, item.entry.insertion_order, -item.index)
+
+
+def read_character_note(value: Any) -> CharacterNote | None:
+    """SillyTavern's character's note from a card's `extensions.depth_prompt`, read leniently.
+
+    ``{prompt, depth, role}``: used when `prompt` is non-blank text; `depth` defaults to 4 (see
+    :func:`characters.card_lorebook.read_depth`), `role` ("system"/"user"/"assistant", any case,
+    or 0/1/2) to system; older cards have no `role`.
+    """
+    if not isinstance(value, Mapping):
+        return None
+    text = value.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return CharacterNote(
+        text=text,
+        depth=read_depth(value.get("depth"), CHARACTER_NOTE_DEPTH),
+        role=read_role(value.get("role")) or CHARACTER_NOTE_ROLE,
+    )
+
+
 # --- Assembly ---------------------------------------------------------------------------------
+
+
+def insert_at_depths(
+    turns: list[dict[str, str]],
+    insertions: Mapping[tuple[int, str], Sequence[str]],
+    *,
+    continuing: bool = False,
+) -> tuple[list[dict[str, str]], set[int]]:
+    """Put in-chat insertions between the history turns; returns the messages and the indices
+    of the inserted ones.
+
+    `insertions` maps ``(depth, role)`` to text parts, which become one message, joined by a
+    newline. Depth d goes before the d-th most recent turn: 0 after the last turn, a depth at or
+    beyond the number of turns before the oldest (deeper ones higher up). The messages of one
+    depth go top to bottom in :data:`DEPTH_ROLE_ORDER`. Depth counts turns only, never other
+    insertions. `continuing` moves the last turn (the reply being continued) after the
+    insertions at depth 0, as SillyTavern does.
+    """
+    count = len(turns)
+    at: dict[int, list[tuple[int, str]]] = {}
+    for depth, role in insertions:
+        at.setdefault(max(0, count - depth), []).append((depth, role))
+    messages: list[dict[str, str]] = []
+    inserted: set[int] = set()
+    held = count - 1 if continuing and count else None
+    for point in range(count + 1):
+        for depth, role in sorted(
+            at.get(point, []), key=lambda key: (-key[0], DEPTH_ROLE_ORDER.index(key[1]))
+        ):
+            content = "\n".join(part for part in insertions[(depth, role)] if part)
+            if content:
+                inserted.add(len(messages))
+                messages.append({"role": role, "content": content})
+        if point < count and point != held:
+            messages.append(turns[point])
+    if held is not None:
+        messages.append(turns[held])
+    return messages, inserted
+
+
+@dataclass(frozen=True)
+class _Parts:
+    head: list[dict[str, str]]
+    examples: list[dict[str, str]]
+    turns: list[dict[str, str]]  # history turns and in-chat insertions
+    inserted: set[int]  # indices into `turns` of the insertions
+    tail: list[dict[str, str]]
+
+    def all(self) -> list[dict[str, str]]:
+        return [*self.head, *self.examples, *self.turns, *self.tail]
 
 
 @dataclass(frozen=True)
@@ -663,21 +683,16 @@ class _Fitted:
     notes: list[str]
 
 
-def _fit_budget(
-    head: list[dict[str, str]],
-    examples: list[dict[str, str]],
-    turns: list[dict[str, str]],
-    tail: list[dict[str, str]],
-    context_tokens: int | None,
-    keep_last_turn: bool = False,
-) -> _Fitted:
-    """Drop examples (last first), then turns (oldest first) until the prompt fits.
+def _fit_budget(parts: _Parts, context_tokens: int | None, keep_last_turn: bool = False) -> _Fitted:
+    """Drop examples (last first), then turns and insertions (oldest first) until it fits.
 
-    `keep_last_turn` also protects the last turn (a reply being continued)."""
+    The latest user turn is never dropped; `keep_last_turn` also protects the last turn (a reply
+    being continued). Insertions never count as the latest user turn."""
+    head, examples, turns, tail = parts.head, parts.examples, parts.turns, parts.tail
     if context_tokens is None:
-        return _Fitted([*head, *examples, *turns, *tail], 0, 0, [])
+        return _Fitted(parts.all(), 0, 0, [])
     notes: list[str] = []
-    total = count_message_tokens([*head, *examples, *turns, *tail])
+    total = count_message_tokens(parts.all())
     kept_examples = list(examples)
     while total > context_tokens and kept_examples:
         total -= _message_tokens(kept_examples.pop())
@@ -686,10 +701,11 @@ def _fit_budget(
         notes.append(f"dropped {dropped_examples} of {len(examples)} example dialogues")
 
     # The latest user turn is what the model answers; without a user turn, protect the last one.
-    user_indices = [i for i, turn in enumerate(turns) if turn["role"] == "user"]
-    protected = {user_indices[-1] if user_indices else len(turns) - 1}
-    if keep_last_turn:
-        protected.add(len(turns) - 1)
+    history = [i for i in range(len(turns)) if i not in parts.inserted]
+    user_indices = [i for i in history if turns[i]["role"] == "user"]
+    protected = {user_indices[-1]} if user_indices else set(history[-1:])
+    if keep_last_turn and history:
+        protected.add(history[-1])
     dropped: set[int] = set()
     # Index order skipping `protected` = oldest turns before it, then (if still needed) the ones
     # after it, so the kept history stays a recent, contiguous stretch whenever possible.
@@ -700,8 +716,12 @@ def _fit_budget(
             continue
         total -= _message_tokens(turns[i])
         dropped.add(i)
-    if dropped:
-        notes.append(f"trimmed {len(dropped)} oldest history turns")
+    dropped_turns = len(dropped - parts.inserted)
+    dropped_insertions = len(dropped & parts.inserted)
+    if dropped_turns:
+        notes.append(f"trimmed {dropped_turns} oldest history turns")
+    if dropped_insertions:
+        notes.append(f"left out {dropped_insertions} in-chat insertions among the trimmed turns")
     if total > context_tokens:
         notes.append(
             f"prompt (~{total} tokens) exceeds context_tokens={context_tokens} even after "
@@ -709,7 +729,7 @@ def _fit_budget(
         )
     kept_turns = [turn for i, turn in enumerate(turns) if i not in dropped]
     return _Fitted(
-        [*head, *kept_examples, *kept_turns, *tail], len(dropped), dropped_examples, notes
+        [*head, *kept_examples, *kept_turns, *tail], dropped_turns, dropped_examples, notes
     )
 
 
@@ -723,6 +743,7 @@ def build_prompt(
     context_tokens: int | None = None,
     default_post_history_instructions: str = "",
     lore_budget_seconds: float | None = None,
+    lore_scan_depth: int = DEFAULT_SCAN_DEPTH,
     clock: Callable[[], float] = time.monotonic,
     continuing: bool = False,
 ) -> Prompt:
@@ -731,14 +752,16 @@ def build_prompt(
     `history` is the stored chat, oldest first (the greeting is its first assistant turn when the
     app stored it). `context_tokens` is the budget for the whole prompt as measured by
     :func:`count_message_tokens` (None = unlimited; reserve the reply's tokens before calling).
-    `lore_budget_seconds` bounds all lorebook searches together (see :func:`activate_lorebook`).
-    See the module docstring for the message layout and the trimming order. `continuing` asks
-    for more of the history's last (assistant) turn: the nudge goes after it, never trimmed.
+    `lore_budget_seconds` bounds all lorebook searches together and `lore_scan_depth` is the
+    number of latest messages scanned for keys when the book sets no `scan_depth` (see
+    :func:`activate_lorebook`). See the module docstring for the message layout and the trimming
+    order. `continuing` asks for more of the history's last (assistant) turn: the nudge goes after
+    it, never trimmed.
     """
     nudge = [{"role": "system", "content": CONTINUE_NUDGE}] if continuing else []
     if character is None:
         turns = [{"role": turn.role, "content": turn.content} for turn in history]
-        fitted = _fit_budget([], [], turns, nudge, context_tokens, continuing)
+        fitted = _fit_budget(_Parts([], [], turns, set(), nudge), context_tokens, continuing)
         return Prompt(
             messages=fitted.messages,
             trimmed_turns=fitted.trimmed_turns,
@@ -758,27 +781,10 @@ def build_prompt(
         user_name=user_name,
         budget_seconds=lore_budget_seconds,
         clock=clock,
+        default_scan_depth=lore_scan_depth,
     )
-    description = expand(character.description)
-    personality = expand(character.personality)
-    scenario = expand(character.scenario)
-    persona = expand(user_description)
-    sections = [
-        expand(resolve_override(character.system_prompt, default_system_prompt)),
-        "\n".join(lore.before),
-        description,
-        f"{char_name}'s personality: {personality}" if personality else "",
-        f"Scenario: {scenario}" if scenario else "",
-        f"{user_name}'s persona: {persona}" if persona else "",
-        "\n".join(lore.after),
-    ]
-    system_text = "\n\n".join(section for section in sections if section)
-    head = [{"role": "system", "content": system_text}] if system_text else []
-    examples = [
-        {"role": "system", "content": f"{EXAMPLE_HEADER}\n{expand(example)}"}
-        for example in split_examples(character.mes_example)
-        if expand(example)
-    ]
+    note = read_character_note(character.depth_prompt)
+    note_text = expand(note.text) if note is not None else ""
     turns = [
         {
             "role": turn.role,
@@ -786,18 +792,106 @@ def build_prompt(
         }
         for turn in history
     ]
-    post = expand(
-        resolve_override(character.post_history_instructions, default_post_history_instructions)
-    )
-    tail = [*nudge, *([{"role": "system", "content": post}] if post else [])]
+    personality = expand(character.personality)
+    scenario = expand(character.scenario)
 
-    fitted = _fit_budget(head, examples, turns, tail, context_tokens, continuing)
+    def render(entries: list[PlacedLore]) -> _Parts:
+        by_place: dict[str, list[str]] = {}
+        at_depth: dict[tuple[int, str], list[str]] = {}
+        for entry in entries:
+            placement = entry.placement
+            if placement.fallback is not None and not (
+                personality if placement.where == PERSONALITY else scenario
+            ):
+                placement = placement.fallback
+            if placement.where == AT_DEPTH:
+                at_depth.setdefault((placement.depth, placement.role), []).append(entry.content)
+            else:
+                by_place.setdefault(placement.where, []).append(entry.content)
+
+        def lore(where: str) -> str:
+            return "\n".join(by_place.get(where, []))
+
+        disabled = {entry.decorators.get("disable_ui_prompt") for entry in entries}
+        system_default = "" if "system_prompt" in disabled else default_system_prompt
+        post_default = (
+            "" if "post_history_instructions" in disabled else default_post_history_instructions
+        )
+        persona = expand(user_description)
+        sections = [
+            expand(resolve_override(character.system_prompt, system_default)),
+            lore(BEFORE_CHAR),
+            lore(BEFORE_DESC),
+            expand(character.description),
+            lore(AFTER_DESC),
+            "\n".join(
+                filter(None, [f"{char_name}'s personality: {personality}", lore(PERSONALITY)])
+            )
+            if personality
+            else "",
+            "\n".join(filter(None, [f"Scenario: {scenario}", lore(SCENARIO)])) if scenario else "",
+            f"{user_name}'s persona: {persona}" if persona else "",
+            lore(AFTER_CHAR),
+        ]
+        system_text = "\n\n".join(section for section in sections if section)
+        head = [{"role": "system", "content": system_text}] if system_text else []
+
+        # SillyTavern puts each "examples top" entry's blocks before everything already there,
+        # so among themselves the last (highest order) comes first.
+        blocks = [
+            *(b for text in reversed(by_place.get(EXAMPLES_TOP, [])) for b in split_examples(text)),
+            *(expand(example) for example in split_examples(character.mes_example)),
+            *(b for text in by_place.get(EXAMPLES_BOTTOM, []) for b in split_examples(text)),
+        ]
+        examples = [
+            {"role": "system", "content": f"{EXAMPLE_HEADER}\n{block}"} for block in blocks if block
+        ]
+
+        # One message per depth and role; its parts in SillyTavern's key order: the Author's
+        # Note ("2_floating_prompt"), the character's note ("DEPTH_PROMPT"), then the lorebook
+        # ("customDepthWI-...").
+        insertions: dict[tuple[int, str], list[str]] = {}
+        authors_note = f"{lore(AUTHORS_NOTE_TOP)}\n\n{lore(AUTHORS_NOTE_BOTTOM)}".strip()
+        if authors_note:
+            insertions[(AUTHORS_NOTE_DEPTH, AUTHORS_NOTE_ROLE)] = [authors_note]
+        if note is not None and note_text:
+            insertions.setdefault((note.depth, note.role), []).append(note_text)
+        for key, contents in at_depth.items():
+            insertions.setdefault(key, []).append("\n".join(contents))
+        chat, inserted = insert_at_depths(turns, insertions, continuing=continuing)
+
+        post = expand(resolve_override(character.post_history_instructions, post_default))
+        tail = [*nudge, *([{"role": "system", "content": post}] if post else [])]
+        return _Parts(head, examples, chat, inserted, tail)
+
+    placed = list(lore.entries)
+    parts = render(placed)
+    # V3 `@@ignore_on_max_context`: such entries are not matched when the context is full.
+    # (Counted here only when there are some: every send would otherwise count twice.)
+    left_out = [e.index for e in placed if "ignore_on_max_context" in e.decorators]
+    if (
+        left_out
+        and context_tokens is not None
+        and count_message_tokens(parts.all()) > context_tokens
+    ):
+        placed = [e for e in placed if e.index not in left_out]
+        parts = render(placed)
+    else:
+        left_out = []
+    notes = list(lore.notes)
+    if left_out:
+        notes.append(
+            "the prompt did not fit: left out lorebook entries marked @@ignore_on_max_context: "
+            + ", ".join(str(i) for i in left_out)
+        )
+
+    fitted = _fit_budget(parts, context_tokens, continuing)
     return Prompt(
         messages=fitted.messages,
         trimmed_turns=fitted.trimmed_turns,
         dropped_examples=fitted.dropped_examples > 0,
-        notes=[*lore.notes, *fitted.notes],
-        activated_lore=lore.activated,
-        dropped_lore=lore.dropped,
+        notes=[*notes, *fitted.notes],
+        activated_lore=[entry.index for entry in placed],
+        dropped_lore=[*lore.dropped, *left_out],
         lore_unscanned=len(lore.unscanned),
     )

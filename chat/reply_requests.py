@@ -106,7 +106,8 @@ def build_request(inputs: PromptInputs) -> tuple[CompletionRequest, str]:
     """The upstream request and the note on what its prompt left out ("" if nothing).
 
     No database: called in a worker thread. The lorebook's key searches share the budget
-    `CHAT_LOREBOOK_BUDGET_SECONDS`.
+    `CHAT_LOREBOOK_BUDGET_SECONDS` and look at the latest `CHAT_LOREBOOK_SCAN_DEPTH` messages
+    unless the card's lorebook sets its own `scan_depth`.
     """
     prompt = build_prompt(
         inputs.character,
@@ -115,6 +116,7 @@ def build_request(inputs: PromptInputs) -> tuple[CompletionRequest, str]:
         user_description=inputs.user_description,
         context_tokens=inputs.context_tokens,
         lore_budget_seconds=settings.CHAT_LOREBOOK_BUDGET_SECONDS,
+        lore_scan_depth=settings.CHAT_LOREBOOK_SCAN_DEPTH,
         continuing=inputs.continuing,
     )
     request = CompletionRequest(

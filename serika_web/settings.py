@@ -351,3 +351,10 @@ LOGGING = {
 # Members may import cards and create characters of their own (always private to them) and edit
 # them; false leaves characters to staff (members keep, export and delete what they have).
 CHARACTERS_MEMBERS_MAY_IMPORT = env.bool("CHARACTERS_MEMBERS_MAY_IMPORT", default=True)
+# How many of the latest messages lorebook keys are looked for in, when a card's lorebook sets no
+# `scan_depth` of its own: SillyTavern's "Scan Depth" (`world_info_depth`) is 2.
+CHAT_LOREBOOK_SCAN_DEPTH = env.int("CHAT_LOREBOOK_SCAN_DEPTH", default=2)
+if CHAT_LOREBOOK_SCAN_DEPTH < 0:
+    raise ImproperlyConfigured(
+        f"CHAT_LOREBOOK_SCAN_DEPTH must be 0 or more, not {CHAT_LOREBOOK_SCAN_DEPTH}"
+    )

@@ -7,14 +7,16 @@ Everything here returns fresh objects, so a test may modify what it gets.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import random
 import struct
 import zipfile
 import zlib
 from io import BytesIO
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, PngImagePlugin
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -170,6 +172,99 @@ def community_card() -> dict[str, Any]:
     return card
 
 
+def risu_card(entries: int = 34) -> dict[str, Any]:
+    """A V3 card as RisuAI writes it (`createBaseV3`): every V3 field filled in, `risuai`
+    extensions with a `source` list, its creation date in milliseconds, and `entries` lorebook entries
+    whose text ends in blank lines and spaces (which Risu trims in its V2 copy)."""
+    book_entries = [
+        {
+            "keys": [f"place {number}", f"thing {number}"],
+            "content": f"Lore number {number}: the tower's floor {number} is sealed. " * 30
+            + " \n\n",
+            "extensions": {"risu_activationPercent": 100, "risu_loreCache": None},
+            "enabled": True,
+            "insertion_order": 100 + number,
+            "constant": number == 0,
+            "selective": False,
+            "name": f"Entry {number}",
+            "comment": f"Entry {number}",
+            "case_sensitive": False,
+            "use_regex": False,
+        }
+        for number in range(entries)
+    ]
+    data = {
+        **v1_card(),
+        "creator_notes": "Made in RisuAI.",
+        "system_prompt": "",
+        "post_history_instructions": "",
+        "alternate_greetings": ["Hello again."],
+        "character_book": {
+            "scan_depth": 7,
+            "token_budget": 2048,
+            "recursive_scanning": False,
+            "extensions": {"risu_fullWordMatching": False},
+            "entries": book_entries,
+        },
+        "tags": ["fantasy"],
+        "creator": "",
+        "character_version": "",
+        "extensions": {
+            "risuai": {
+                "bias": [],
+                "viewScreen": "none",
+                "customScripts": [{"comment": "trim", "in": "x", "out": "y", "type": "editoutput"}],
+                "utilityBot": False,
+                "sdData": [["always", "solo, 1girl"]],
+                "backgroundHTML": "",
+                "license": "",
+                "triggerscript": [],
+                "additionalText": "",
+                "virtualscript": "",
+                "largePortrait": True,
+                "lorePlus": False,
+                "inlayViewScreen": False,
+                "vits": {},
+                "lowLevelAccess": False,
+                "defaultVariables": "",
+                "source": ["https://realm.risuai.net/character/0123abcd"],
+            },
+            "depth_prompt": {"depth": 0, "prompt": ""},
+        },
+        "group_only_greetings": [],
+        "nickname": "",
+        "source": [],
+        "creation_date": 1719942734577,
+        "modification_date": 1719942801,
+        "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}],
+    }
+    return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}
+
+
+def risu_v2_copy(v3: dict[str, Any]) -> dict[str, Any]:
+    """The V2 copy RisuAI writes beside its V3 card: only the V2 fields, no
+    `extensions.risuai.source`, no `use_regex`, and lorebook entry text trimmed."""
+    data = json.loads(json.dumps(v3["data"]))
+    v2_names = (
+        *v1_card(),
+        "creator_notes",
+        "system_prompt",
+        "post_history_instructions",
+        "alternate_greetings",
+        "character_book",
+        "tags",
+        "creator",
+        "character_version",
+        "extensions",
+    )
+    data = {name: data[name] for name in v2_names if name in data}
+    data["extensions"].get("risuai", {}).pop("source", None)
+    for entry in (data.get("character_book") or {}).get("entries", []):
+        entry.pop("use_regex", None)
+        entry["content"] = entry["content"].strip()
+    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+
+
 def card_without_lorebook(spec_card: dict[str, Any]) -> dict[str, Any]:
     """The same card with `character_book: null`, as many exporters write it."""
     spec_card["data"]["character_book"] = None
@@ -193,6 +288,30 @@ def plain_png(size: tuple[int, int] = (8, 8), color: tuple[int, ...] = (200, 30,
     """A small PNG without any text chunks."""
     buffer = BytesIO()
     Image.new("RGB" if len(color) == 3 else "RGBA", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@functools.cache
+def photo_png(size: tuple[int, int], mode: str = "RGB", *, seed: int = 1) -> bytes:
+    """A deterministic picture that compresses like a photo or a detailed illustration: blurred
+    shapes plus 3 bits of noise. 1400 x 1400 RGB gives a PNG of about 2.8 MB (a big RisuAI
+    card), 768 x 1152 about 1.3 MB (a typical chub card). Written by Pillow with its defaults,
+    as another app would write it. Cached: the bytes are immutable and take a second to build.
+    """
+    rng = random.Random(seed)
+    width, height = size
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    image = Image.new(mode, size)
+    draw = ImageDraw.Draw(image)
+    for _ in range(300):
+        x, y, radius = rng.randrange(width), rng.randrange(height), rng.randrange(20, 300)
+        color = tuple(rng.randrange(256) for _ in range(bands))
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
+    image = image.filter(ImageFilter.GaussianBlur(12))
+    noise = Image.frombytes(mode, size, rng.randbytes(width * height * bands))
+    image = ImageChops.add(image, noise.point(lambda value: value & 0b111))
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -355,3 +474,101 @@ def encrypted_zip(card_bytes: bytes) -> bytes:
     real[local + 6] |= 0x1
     real[central + 8] |= 0x1
     return bytes(real)
+
+
+# --- Cards with each property real cards showed (issue 14) -------------------------------------
+
+
+def _entry(**fields: Any) -> dict[str, Any]:
+    """A minimal lorebook entry with the given fields on top."""
+    return {
+        "keys": ["tower"],
+        "content": "The tower has no door.",
+        "extensions": {},
+        "enabled": True,
+        "insertion_order": 10,
+        **fields,
+    }
+
+
+def issue_14_cards() -> dict[str, dict[str, Any]]:
+    """Card objects, each with one of the properties real community cards showed, by name."""
+    cards: dict[str, dict[str, Any]] = {
+        "v1": v1_card(),
+        "v2 with a lorebook without use_regex": v2_card(),
+        "v3": v3_card(),
+        "community v3": community_card(),
+        "risu v3": risu_card(entries=3),
+    }
+
+    card = v2_card()
+    card["data"]["character_book"]["entries"][0]["content"] = "@@depth 3\nLooks like a decorator."
+    cards["v2 with decorator-like lorebook text"] = card
+
+    card = v2_card()
+    for entry in card["data"]["character_book"]["entries"]:
+        entry["use_regex"] = None
+    cards["v2 with use_regex null"] = card
+
+    card = v2_card()
+    card["data"]["creation_date"] = "2023-5-12 @21h 32m 29s 228ms"
+    card["data"]["modification_date"] = "1683900749"
+    cards["v2 with SillyTavern date text"] = card
+
+    card = v2_card()
+    card["data"]["creation_date"], card["data"]["modification_date"] = 1719942734577, 1719942734
+    cards["v2 with dates in milliseconds"] = card
+
+    card = v2_card()
+    card["data"]["extensions"]["depth_prompt"] = {"prompt": "Aiko whispers.", "depth": 2}
+    cards["v2 with a depth prompt without role"] = card
+
+    card = v2_card()
+    card["spec_version"] = 2
+    card["data"].update(creator_notes=None, tags=None, alternate_greetings=None, system_prompt=None)
+    card["data"]["character_book"] = None
+    cards["v2 with nulls and a numeric spec_version"] = card
+
+    card = v2_card()
+    card["spec_version"] = "2.1"
+    cards["v2 with a newer spec_version"] = card
+
+    card = v3_card()
+    del card["data"]["nickname"]
+    card["data"]["group_only_greetings"] = []
+    cards["v3 without nickname and with no group greetings"] = card
+
+    card = v3_card()
+    card["data"]["nickname"] = ""
+    cards["v3 with an empty nickname"] = card
+
+    card = v3_card()
+    for entry in card["data"]["character_book"]["entries"]:
+        del entry["use_regex"]
+    cards["v3 with entries without use_regex"] = card
+
+    card = v3_card()
+    card["spec_version"] = 3.0
+    card["data"].update(nickname=None, source=None, assets=None, creation_date=None)
+    card["data"]["group_only_greetings"] = None
+    cards["v3 with nulls and a numeric spec_version"] = card
+
+    card = v3_card()
+    card["spec_version"] = "3.2"
+    cards["v3 with a newer spec_version"] = card
+
+    card = v3_card()
+    card["data"]["extensions"]["depth_prompt"] = {"prompt": "Mind the stairs.", "depth": 1}
+    card["data"]["character_book"]["entries"] = [
+        _entry(position="before_char", use_regex=False),
+        _entry(position="after_char", use_regex=True, keys=["/tow(er)?/i"]),
+        _entry(position="", use_regex=False),
+        *(
+            _entry(extensions={"position": position, "depth": 2, "role": 1}, use_regex=False)
+            for position in range(5)
+        ),
+        _entry(content="@@depth 0\n@@role assistant\nDecorated.", use_regex=False),
+        _entry(content="@@activate\n@@@dont_activate\n\nForced.", use_regex=False),
+    ]
+    cards["v3 with depth prompt, positions and decorators"] = card
+    return cards

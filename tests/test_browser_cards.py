@@ -61,7 +61,8 @@ def test_staff_upload_a_png_card_in_the_admin_and_chat_with_it_from_the_library(
     page.goto(f"{url}/")
     page.get_by_role("navigation", name="Account").get_by_role("link", name="Characters").click()
     card = page.locator(".character-card", has_text="Aiko")
-    expect(card.locator("img.avatar")).to_have_attribute("src", f"/characters/{aiko.pk}/avatar.png")
+    thumbnail = f"/characters/{aiko.pk}/avatar-thumbnail.webp"
+    expect(card.locator("img.avatar")).to_have_attribute("src", thumbnail)
     expect(card).to_contain_text("library")
     assert card.locator("img.avatar").evaluate("img => img.naturalWidth") > 0
     if os.environ.get("SERIKA_SCREENSHOT"):

@@ -45,8 +45,8 @@ def test_a_charx_card_is_read_with_its_icon():
 
     assert card.spec == SPEC_V3
     assert card_to_v3_dict(card) == v3_card()
-    assert icon.startswith(PNG_SIGNATURE)
-    with Image.open(BytesIO(icon)) as image:
+    assert icon.png.startswith(PNG_SIGNATURE)
+    with Image.open(BytesIO(icon.png)) as image:
         assert image.getpixel((0, 0)) == (0, 0, 255)
     assert warnings == []
 
@@ -54,7 +54,7 @@ def test_a_charx_card_is_read_with_its_icon():
 def test_the_icon_is_re_encoded_without_its_text_chunks():
     _, icon = read_card_charx(charx_card(icon=card_png(chara=v2_card())))
 
-    assert b"tEXt" not in icon
+    assert b"tEXt" not in icon.png
 
 
 def test_a_charx_without_an_icon_file_gives_no_avatar_and_a_warning():
@@ -221,7 +221,7 @@ def test_a_written_charx_reads_back_to_the_same_card_and_icon():
     expected = card_to_v3_dict(card)
     expected["data"]["assets"][0]["uri"] = f"embeded://{ICON_MEMBER}"
     assert card_to_v3_dict(read_back) == expected
-    with Image.open(BytesIO(icon)) as image:
+    with Image.open(BytesIO(icon.png)) as image:
         assert image.getpixel((0, 0)) == (9, 9, 9)
 
 

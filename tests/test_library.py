@@ -38,7 +38,8 @@ def test_the_library_shows_avatars_names_tags_and_a_short_plain_description(clie
 
     page = client.get("/characters/").content.decode()
 
-    assert f'src="/characters/{aiko.pk}/avatar.png"' in page
+    # Lists show the small thumbnail; the character page shows the full picture.
+    assert f'src="/characters/{aiko.pk}/avatar-thumbnail.webp"' in page
     assert f'href="/characters/{aiko.pk}/"' in page
     assert ">library</" in page and ">female</" in page
     assert "Aiko is a cheerful librarian." in page  # {{char}} filled in, as people read it

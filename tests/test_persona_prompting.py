@@ -138,3 +138,41 @@ async def test_the_members_persona_is_used_for_user_in_greetings_and_prompts(
     system = upstream.requests[0].json["messages"][0]["content"]
     assert "talking to Captain Alice" in system
     assert "A starship captain." in system
+
+
+async def test_the_characters_note_and_lore_at_depth_reach_the_upstream_inside_the_chat(
+    connect, upstream, alice, conversation, greeter
+):
+    # SillyTavern's character's note (`extensions.depth_prompt`) one message up, as the member
+    # (role "user"), and a lorebook entry at depth 0 as system: both in the chat, not in the
+    # system message.
+    greeter.extensions = {
+        "depth_prompt": {
+            "prompt": "{{char}} never tells {{user}} the password.",
+            "depth": 1,
+            "role": "user",
+        },
+        "talkativeness": "0.5",
+    }
+    greeter.character_book = {
+        "entries": [
+            {
+                "keys": ["password"],
+                "content": "{{char}} knows the password: swordfish.",
+                "enabled": True,
+                "insertion_order": 100,
+                "extensions": {"position": 4, "depth": 0, "role": 0},
+            }
+        ]
+    }
+    await greeter.asave()
+    ws = await connect(alice, conversation.pk)
+    await ws.send({"type": "message.send", "content": "What is the password?"})
+    await ws.done()
+    assert upstream.requests[0].json["messages"] == [
+        {"role": "system", "content": "You are Seri, talking to alice.\n\nA cheerful guide."},
+        {"role": "assistant", "content": "Hello alice, I am Seri!"},
+        {"role": "user", "content": "Seri never tells alice the password."},
+        {"role": "user", "content": "What is the password?"},
+        {"role": "system", "content": "Seri knows the password: swordfish."},
+    ]

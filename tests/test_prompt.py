@@ -7,16 +7,17 @@ from typing import Any
 
 import pytest
 
+from characters.card_lorebook import DEFAULT_INSERTION_ORDER
 from chat.prompt import (
     CHARS_PER_TOKEN,
     CONTINUE_NUDGE,
-    DEFAULT_INSERTION_ORDER,
     DEFAULT_SCAN_DEPTH,
     DEFAULT_SYSTEM_PROMPT,
     EXAMPLE_HEADER,
     MAX_RECURSION_PASSES,
     MESSAGE_OVERHEAD_TOKENS,
     WIDE_CHAR_START,
+    CharacterNote,
     Prompt,
     PromptCharacter,
     Turn,
@@ -25,11 +26,11 @@ from chat.prompt import (
     count_message_tokens,
     estimate_tokens,
     expand_macros,
+    insert_at_depths,
     normalize_newlines,
-    parse_decorators,
+    read_character_note,
     resolve_override,
     split_examples,
-    strip_decorators,
 )
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -414,8 +415,8 @@ def test_macros_are_expanded_everywhere_in_the_prompt():
     for macro in ("{{char}}", "{{user}}", "<BOT>", "<bot>", "<user>", "{{Char}}"):
         assert macro not in text
     assert contents(prompt) == [
-        "S Serika\n\nSerika knows Ann's ship.\n\nD Ann\n\nSerika's personality: P Ann\n\n"
-        "Scenario: Sc Serika\n\nAnn's persona: U Serika",
+        "S Serika\n\nD Ann\n\nSerika's personality: P Ann\n\n"
+        "Scenario: Sc Serika\n\nAnn's persona: U Serika\n\nSerika knows Ann's ship.",
         f"{EXAMPLE_HEADER}\nSerika: hi Ann",
         "Hello Ann, I am Serika",
         "my ship Serika",
@@ -602,10 +603,10 @@ def test_only_the_last_scan_depth_messages_are_scanned():
     assert fired(lore, "dragon", "a") == [0]
 
 
-def test_a_missing_scan_depth_defaults_to_ten_messages():
+def test_a_missing_scan_depth_defaults_to_sillytaverns_two_messages():
     lore = book(entry(["dragon"], "x"))
     filler = ["filler"] * (DEFAULT_SCAN_DEPTH - 1)
-    assert DEFAULT_SCAN_DEPTH == 10
+    assert DEFAULT_SCAN_DEPTH == 2
     assert fired(lore, "dragon", *filler) == [0]
     assert fired(lore, "dragon", *filler, "one more") == []
 
@@ -810,20 +811,27 @@ def test_before_char_entries_precede_the_definition_and_after_char_follow_it():
         user_description="ME",
     )
     assert system(prompt) == "SYS\n\nBEFORE\n\nDESC\n\nScenario: SC\n\nAnn's persona: ME\n\nAFTER"
-    assert prompt.activated_lore == [1, 0]
+    assert prompt.activated_lore == [0, 1]  # insertion order, then card order
 
 
-@pytest.mark.parametrize("position", ["", None, "at_depth", 4, "AFTER_CHAR"])
-def test_an_unknown_position_means_before_char(position: Any):
+@pytest.mark.parametrize("position", ["", None, "at_depth", 4, "AFTER_CHAR", "before_desc"])
+def test_any_position_but_before_char_means_after_char_as_in_sillytavern(position: Any):
     lore = book(entry(["k"], "LORE", position=position))
     prompt = build(char(description="DESC", character_book=lore), [user("k")])
-    assert system(prompt).index("LORE") < system(prompt).index("DESC")
+    assert system(prompt).endswith("DESC\n\nLORE")
+
+
+def test_an_entry_without_any_position_goes_after_the_character():
+    raw = entry(["k"], "LORE")
+    assert "position" not in raw
+    prompt = build(char(description="DESC", character_book=book(raw)), [user("k")])
+    assert system(prompt).endswith("DESC\n\nLORE")
 
 
 def test_lore_in_a_section_is_newline_separated_and_sections_use_blank_lines():
     lore = book(entry(["k"], "L1"), entry(["k"], "L2"))
     prompt = build(char(description="D", character_book=lore), [user("k")])
-    assert system(prompt).endswith("\n\nL1\nL2\n\nD")
+    assert system(prompt).endswith("\n\nD\n\nL1\nL2")
 
 
 def test_token_budget_drops_the_lowest_priority_entries_first():
@@ -836,7 +844,7 @@ def test_token_budget_drops_the_lowest_priority_entries_first():
     selection = activate_lorebook(lore, [user("k")], char_name="S", user_name="A")
     assert selection.activated == [0, 2]
     assert selection.dropped == [1]
-    assert selection.before == ["a" * 35, "c" * 35]
+    assert selection.contents("after_char") == ["a" * 35, "c" * 35]
     assert any("token_budget" in note for note in selection.notes)
 
 
@@ -902,7 +910,7 @@ def test_build_prompt_reports_dropped_lore():
 
 
 def test_lore_scans_the_full_history_even_when_turns_are_trimmed():
-    lore = book(entry(["dragon"], "DRAGON LORE"))
+    lore = book(entry(["dragon"], "DRAGON LORE"), scan_depth=3)
     history = [user("dragon " + "x" * 400), bot("y" * 400), user("latest")]
     base = build(char(character_book=lore), [user("latest")], default_system_prompt="")
     prompt = build(
@@ -930,75 +938,15 @@ def test_lore_with_no_character_book_adds_nothing():
 # --- lorebook: V3 decorators ------------------------------------------------------------------
 
 
-def test_decorator_lines_are_stripped_from_content():
-    content = "@@depth 3\n@@role system\n\nThe lore."
-    assert strip_decorators(content) == "The lore."
-
-
-def test_fallback_decorator_lines_are_stripped_too():
-    content = "@@risu_only 4\n@@@activate_after 4\n@@@@deeper\nBody\nline 2\n"
-    assert strip_decorators(content) == "Body\nline 2"
-
-
-def test_decorator_stripping_handles_windows_line_endings_and_blank_lines():
-    assert strip_decorators("\r\n@@depth 3\r\n\r\n@@role user\r\n\r\nBody\r\n") == "Body"
-
-
-def test_only_leading_decorator_lines_are_stripped():
-    content = "Body starts\n@@not_a_decorator here"
-    assert strip_decorators(content) == content
-
-
-def test_content_without_decorators_is_unchanged_apart_from_trimming():
-    assert strip_decorators("  plain @ text @@ inline \n") == "plain @ text @@ inline"
-
-
 def test_content_made_only_of_decorators_is_empty_and_never_prompted():
     lore = book(entry([], "@@depth 4\n@@@instruct_depth 4", constant=True))
     assert fired(lore) == []
 
 
 def test_stripped_decorators_never_reach_the_prompt():
-    lore = book(entry(["k"], "@@depth 0\n@@role assistant\nLore body"))
+    lore = book(entry(["k"], "@@scan_depth 3\n@@@instruct_scan_depth 9\n\nLore body"))
     prompt = build(char(character_book=lore), [user("k")], default_system_prompt="")
     assert system(prompt) == "Lore body"
-
-
-def test_parse_decorators_returns_recognised_activation_decorators():
-    decorators, body = parse_decorators(
-        "@@scan_depth 2\n@@depth 5\n@@exclude_keys a, b\n@@activate\nbody"
-    )
-    assert decorators == {"scan_depth": "2", "exclude_keys": "a, b", "activate": ""}
-    assert body == "body"
-
-
-def test_an_unknown_decorator_falls_back_to_its_first_known_fallback():
-    decorators, _ = parse_decorators(
-        "@@risu_thing 4\n@@@agn_thing 4\n@@@activate_only_after 4\n@@@scan_depth 1\nx"
-    )
-    assert decorators == {"activate_only_after": "4"}
-
-
-def test_a_known_decorator_ignores_its_fallbacks():
-    decorators, _ = parse_decorators("@@scan_depth 2\n@@@activate_only_after 4\nx")
-    assert decorators == {"scan_depth": "2"}
-
-
-def test_an_invalid_decorator_value_is_ignored_and_falls_back():
-    decorators, _ = parse_decorators("@@scan_depth lots\n@@@activate_only_every 0\nx")
-    assert decorators == {}
-    decorators, _ = parse_decorators("@@activate_only_every zero\n@@@scan_depth 3\nx")
-    assert decorators == {"scan_depth": "3"}
-
-
-def test_the_first_of_repeated_decorators_wins():
-    decorators, _ = parse_decorators("@@scan_depth 1\n@@scan_depth 7\nx")
-    assert decorators == {"scan_depth": "1"}
-
-
-def test_decorator_names_are_case_insensitive():
-    decorators, _ = parse_decorators("@@Dont_Activate\nx")
-    assert decorators == {"dont_activate": ""}
 
 
 def test_the_activate_decorator_forces_activation_but_not_for_disabled_entries():
@@ -1050,6 +998,605 @@ def test_exclude_keys_block_activation():
     )
     assert fired(lore, "a dragon") == [0, 1]
     assert fired(lore, "a toy dragon") == []
+
+
+# --- in-chat insertions: the character's note ----------------------------------------------------
+
+
+def msg(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+SYS = msg("system", "SYS")
+HISTORY = [bot("Hi, I am Serika."), user("Hello."), bot("How are you?"), user("Fine.")]
+G, U1, A1, U2 = (msg(turn.role, turn.content) for turn in HISTORY)
+LONGER = [*HISTORY, bot("Good."), user("And you?")]
+A2, U3 = msg("assistant", "Good."), msg("user", "And you?")
+
+
+def noted(depth_prompt: Any, history: list[Turn] | None = None, **fields: Any) -> Prompt:
+    """The prompt for a card with this `extensions.depth_prompt` and system prompt "SYS"."""
+    fields.setdefault("system_prompt", "SYS")
+    return build(char(depth_prompt=depth_prompt, **fields), HISTORY if history is None else history)
+
+
+def test_a_character_note_goes_depth_messages_from_the_end_with_its_role():
+    prompt = noted(
+        {"prompt": "{{char}} hides a secret from {{user}}.", "depth": 4, "role": "user"}, LONGER
+    )
+    assert prompt.messages == [
+        SYS,
+        G,
+        U1,
+        msg("user", "Serika hides a secret from Ann."),
+        A1,
+        U2,
+        A2,
+        U3,
+    ]
+
+
+def test_a_character_note_without_a_role_is_a_system_message_as_in_older_cards():
+    prompt = noted({"prompt": "Be warm.", "depth": 2}, LONGER)
+    assert prompt.messages == [SYS, G, U1, A1, U2, msg("system", "Be warm."), A2, U3]
+
+
+def test_a_character_note_at_depth_zero_follows_the_last_message():
+    prompt = noted({"prompt": "Answer in French.", "depth": 0, "role": "user"})
+    assert prompt.messages == [SYS, G, U1, A1, U2, msg("user", "Answer in French.")]
+
+
+def test_a_character_note_at_depth_one_precedes_the_last_message():
+    prompt = noted({"prompt": "*thinks*", "depth": 1, "role": "assistant"})
+    assert prompt.messages == [SYS, G, U1, A1, msg("assistant", "*thinks*"), U2]
+
+
+def test_a_character_note_without_a_depth_goes_four_messages_up():
+    prompt = noted({"prompt": "Remember the map."}, LONGER)
+    assert prompt.messages == [SYS, G, U1, msg("system", "Remember the map."), A1, U2, A2, U3]
+
+
+def test_a_character_note_at_the_historys_length_precedes_the_oldest_message():
+    prompt = noted({"prompt": "N", "depth": 4})
+    assert prompt.messages == [SYS, msg("system", "N"), G, U1, A1, U2]
+
+
+def test_a_character_note_deeper_than_the_history_goes_after_the_examples_before_the_oldest():
+    prompt = noted({"prompt": "N", "depth": 40}, mes_example="<START>{{char}}: Yo.")
+    assert prompt.messages == [
+        SYS,
+        msg("system", f"{EXAMPLE_HEADER}\nSerika: Yo."),
+        msg("system", "N"),
+        G,
+        U1,
+        A1,
+        U2,
+    ]
+
+
+def test_a_character_note_is_sent_with_an_empty_history_too():
+    prompt = noted({"prompt": "N"}, [], post_history_instructions="PH")
+    assert prompt.messages == [SYS, msg("system", "N"), msg("system", "PH")]
+
+
+def test_a_character_note_comes_before_post_history_instructions_and_is_trimmed_of_blanks():
+    prompt = noted({"prompt": "\r\n  N\r\n ", "depth": 0}, post_history_instructions="PH")
+    assert prompt.messages == [SYS, G, U1, A1, U2, msg("system", "N"), msg("system", "PH")]
+
+
+@pytest.mark.parametrize(
+    "depth_prompt",
+    [
+        None,
+        {},
+        {"prompt": ""},
+        {"prompt": "  \n"},
+        {"prompt": 5},
+        {"prompt": "{{// only a comment}}"},
+        "N",
+    ],
+)
+def test_an_empty_or_malformed_character_note_adds_nothing(depth_prompt: Any):
+    assert noted(depth_prompt).messages == [SYS, G, U1, A1, U2]
+
+
+@pytest.mark.parametrize(
+    ("depth_prompt", "expected"),
+    [
+        ({"prompt": "x", "depth": "1", "role": "User"}, CharacterNote("x", 1, "user")),
+        ({"prompt": "x", "depth": "", "role": 2}, CharacterNote("x", 4, "assistant")),
+        ({"prompt": "x", "depth": None, "role": None}, CharacterNote("x", 4, "system")),
+        ({"prompt": "x", "depth": -3, "role": "narrator"}, CharacterNote("x", 0, "system")),
+        ({"prompt": "x", "depth": 2.5, "role": 0}, CharacterNote("x", 2, "system")),
+        ({"prompt": "x", "depth": "deep"}, CharacterNote("x", 4, "system")),
+    ],
+)
+def test_the_character_note_is_read_leniently(depth_prompt: Any, expected: CharacterNote):
+    assert read_character_note(depth_prompt) == expected
+
+
+# --- in-chat insertions: grouping and order ------------------------------------------------------
+
+
+def at_depth(content: str, depth: Any = None, role: Any = None, **fields: Any) -> dict[str, Any]:
+    """A constant entry placed in the chat through SillyTavern's `extensions`."""
+    extensions: dict[str, Any] = {"position": 4}
+    if depth is not None:
+        extensions["depth"] = depth
+    if role is not None:
+        extensions["role"] = role
+    return entry([], content, constant=True, extensions=extensions, **fields)
+
+
+def test_one_depth_gets_one_message_per_role_assistant_then_user_then_system():
+    lore = book(
+        at_depth("WI system", 1, 0), at_depth("WI user", 1, 1), at_depth("WI assistant", 1, 2)
+    )
+    prompt = noted({"prompt": "NOTE", "depth": 1}, character_book=lore)
+    assert prompt.messages == [
+        SYS,
+        G,
+        U1,
+        A1,
+        msg("assistant", "WI assistant"),
+        msg("user", "WI user"),
+        msg("system", "NOTE\nWI system"),
+        U2,
+    ]
+
+
+def test_at_one_depth_and_role_the_authors_note_slot_then_the_note_then_the_lorebook():
+    lore = book(
+        at_depth("DEPTH"),  # depth 4 and system by default, like the note
+        entry([], "TOP", constant=True, extensions={"position": 2}),
+        entry([], "BOTTOM", constant=True, extensions={"position": 3}),
+    )
+    prompt = noted({"prompt": "NOTE"}, LONGER, character_book=lore)
+    assert prompt.messages == [
+        SYS,
+        G,
+        U1,
+        msg("system", "TOP\n\nBOTTOM\nNOTE\nDEPTH"),
+        A1,
+        U2,
+        A2,
+        U3,
+    ]
+
+
+def test_authors_note_top_or_bottom_alone_is_one_system_message_at_depth_four():
+    top = book(entry([], "TOP", constant=True, extensions={"position": 2}))
+    bottom = book(entry([], "BOTTOM", constant=True, extensions={"position": "3"}))
+    assert noted(None, LONGER, character_book=top).messages[3] == msg("system", "TOP")
+    assert noted(None, LONGER, character_book=bottom).messages[3] == msg("system", "BOTTOM")
+
+
+def test_entries_at_one_depth_and_role_are_joined_lowest_insertion_order_first():
+    lore = book(at_depth("late", 0, insertion_order=20), at_depth("early", 0, insertion_order=10))
+    assert noted(None, character_book=lore).messages == [
+        SYS,
+        G,
+        U1,
+        A1,
+        U2,
+        msg("system", "early\nlate"),
+    ]
+
+
+def test_depth_counts_history_messages_never_other_insertions():
+    lore = book(at_depth("D0", 0), at_depth("D1", 1), at_depth("D2", 2))
+    prompt = noted(None, character_book=lore)
+    assert prompt.messages == [
+        SYS,
+        G,
+        U1,
+        msg("system", "D2"),
+        A1,
+        msg("system", "D1"),
+        U2,
+        msg("system", "D0"),
+    ]
+
+
+def test_insertions_deeper_than_the_history_go_above_it_deepest_first():
+    lore = book(at_depth("D5", 5), at_depth("D9", 9), at_depth("D2", 2, 1))
+    prompt = noted(None, [user("Q"), bot("A")], character_book=lore)
+    assert prompt.messages == [
+        SYS,
+        msg("system", "D9"),
+        msg("system", "D5"),
+        msg("user", "D2"),
+        msg("user", "Q"),
+        msg("assistant", "A"),
+    ]
+
+
+def test_continuing_puts_the_insertions_at_depths_zero_and_one_before_the_reply_it_continues():
+    # SillyTavern inserts with the reply still in the chat, then moves the reply after it.
+    character = char(
+        system_prompt="SYS",
+        depth_prompt={"prompt": "NOTE", "depth": 0, "role": "user"},
+        character_book=book(at_depth("D1", 1)),
+        post_history_instructions="PH",
+    )
+    history = [user("A story?"), bot("Once upon")]
+    assert build(character, history).messages == [
+        SYS,
+        msg("user", "A story?"),
+        msg("system", "D1"),
+        msg("assistant", "Once upon"),
+        msg("user", "NOTE"),
+        msg("system", "PH"),
+    ]
+    assert build(character, history, continuing=True).messages == [
+        SYS,
+        msg("user", "A story?"),
+        msg("system", "D1"),
+        msg("user", "NOTE"),
+        msg("assistant", "Once upon"),
+        msg("system", CONTINUE_NUDGE),
+        msg("system", "PH"),
+    ]
+
+
+def test_insert_at_depths_returns_which_messages_were_inserted():
+    turns = [msg("user", "q"), msg("assistant", "a")]
+    messages, inserted = insert_at_depths(
+        turns, {(0, "user"): ["x", "", "y"], (7, "system"): ["top"]}
+    )
+    assert messages == [msg("system", "top"), *turns, msg("user", "x\ny")]
+    assert inserted == {0, 3}
+
+
+def test_insert_at_depths_skips_empty_insertions():
+    turns = [msg("user", "q")]
+    assert insert_at_depths(turns, {(0, "user"): ["", ""]}) == (turns, set())
+
+
+# --- in-chat insertions and the context budget ---------------------------------------------------
+
+
+def _trim_case() -> tuple[PromptCharacter, list[Turn]]:
+    character = char(system_prompt="SYS", depth_prompt={"prompt": "NOTE"})
+    history = [
+        bot("a" * 70),
+        user("b" * 70),
+        bot("c" * 70),
+        user("d" * 70),
+        bot("e" * 70),
+        user("latest"),
+    ]
+    return character, history
+
+
+def test_an_insertion_among_the_trimmed_turns_is_left_out_with_them():
+    character, history = _trim_case()
+    kept = [
+        SYS,
+        msg("assistant", "c" * 70),
+        msg("user", "d" * 70),
+        msg("assistant", "e" * 70),
+        msg("user", "latest"),
+    ]
+    prompt = build(character, history, context_tokens=count_message_tokens(kept))
+    assert prompt.messages == kept
+    assert prompt.trimmed_turns == 2  # the note is not a turn
+    assert prompt.notes == [
+        "trimmed 2 oldest history turns",
+        "left out 1 in-chat insertions among the trimmed turns",
+    ]
+
+
+def test_an_insertion_below_the_trimmed_turns_stays():
+    character, history = _trim_case()
+    kept = [
+        SYS,
+        msg("system", "NOTE"),
+        msg("assistant", "c" * 70),
+        msg("user", "d" * 70),
+        msg("assistant", "e" * 70),
+        msg("user", "latest"),
+    ]
+    prompt = build(character, history, context_tokens=count_message_tokens(kept))
+    assert prompt.messages == kept
+    assert prompt.trimmed_turns == 2
+    assert prompt.notes == ["trimmed 2 oldest history turns"]
+
+
+def test_a_user_insertion_is_never_mistaken_for_the_latest_user_message():
+    character = char(
+        system_prompt="SYS", depth_prompt={"prompt": "NOTE", "depth": 0, "role": "user"}
+    )
+    prompt = build(character, [bot("g" * 350), user("q" * 350)], context_tokens=1)
+    assert prompt.messages == [SYS, msg("user", "q" * 350)]
+    assert prompt.trimmed_turns == 1
+
+
+# --- lorebook positions --------------------------------------------------------------------------
+
+
+def test_every_sillytavern_position_in_one_exact_prompt():
+    lore = book(
+        entry([], "BEFORE", constant=True, extensions={"position": 0}),
+        entry([], "AFTER", constant=True, extensions={"position": 1}),
+        entry([], "AN TOP", constant=True, extensions={"position": 2}),
+        entry([], "AN BOTTOM", constant=True, extensions={"position": 3}),
+        at_depth("AT DEPTH 1 AS USER", 1, 1),
+        entry([], "{{user}}: EM top\n{{char}}: hi", constant=True, extensions={"position": 5}),
+        entry(
+            [], "<START>EM bottom 1<START>EM bottom 2", constant=True, extensions={"position": 6}
+        ),
+        entry([], "OUTLET", constant=True, extensions={"position": 7}),
+    )
+    prompt = build(
+        char(
+            system_prompt="SYS",
+            description="DESC",
+            personality="PERS",
+            scenario="SCEN",
+            mes_example="<START>EX",
+            post_history_instructions="PHI",
+            character_book=lore,
+            depth_prompt={"prompt": "NOTE", "depth": 2, "role": "user"},
+        ),
+        HISTORY,
+        user_description="PERSONA",
+    )
+    assert prompt.messages == [
+        msg(
+            "system",
+            "SYS\n\nBEFORE\n\nDESC\n\nSerika's personality: PERS\n\nScenario: SCEN\n\n"
+            "Ann's persona: PERSONA\n\nAFTER",
+        ),
+        msg("system", f"{EXAMPLE_HEADER}\nAnn: EM top\nSerika: hi"),
+        msg("system", f"{EXAMPLE_HEADER}\nEX"),
+        msg("system", f"{EXAMPLE_HEADER}\nEM bottom 1"),
+        msg("system", f"{EXAMPLE_HEADER}\nEM bottom 2"),
+        msg("system", "AN TOP\n\nAN BOTTOM"),
+        G,
+        U1,
+        msg("user", "NOTE"),
+        A1,
+        msg("user", "AT DEPTH 1 AS USER"),
+        U2,
+        msg("system", "PHI"),
+    ]
+    assert prompt.activated_lore == [0, 1, 2, 3, 4, 5, 6]
+    assert prompt.notes == [
+        "lorebook entries at an outlet are left out (no {{outlet::}} macro here): 7"
+    ]
+
+
+def test_examples_top_entries_come_last_added_first_as_in_sillytavern():
+    lore = book(
+        entry([], "first", constant=True, insertion_order=1, extensions={"position": 5}),
+        entry([], "second", constant=True, insertion_order=2, extensions={"position": 5}),
+        entry([], "third", constant=True, insertion_order=1, extensions={"position": 6}),
+        entry([], "fourth", constant=True, insertion_order=2, extensions={"position": 6}),
+    )
+    prompt = build(char(mes_example="<START>card", character_book=lore), default_system_prompt="")
+    assert contents(prompt) == [
+        f"{EXAMPLE_HEADER}\n{text}" for text in ["second", "first", "card", "third", "fourth"]
+    ]
+
+
+def test_the_extensions_position_wins_over_the_v2_position():
+    lore = book(entry(["k"], "LORE", position="before_char", extensions={"position": 1}))
+    prompt = build(char(system_prompt="SYS", description="DESC", character_book=lore), [user("k")])
+    assert prompt.messages == [msg("system", "SYS\n\nDESC\n\nLORE"), msg("user", "k")]
+
+
+def test_an_entry_at_depth_never_lands_in_the_system_message():
+    lore = book(
+        entry(
+            ["fine"], "AT DEPTH", position="before_char", extensions={"position": "4", "depth": "1"}
+        )
+    )
+    prompt = noted(None, character_book=lore)
+    assert prompt.messages == [SYS, G, U1, A1, msg("system", "AT DEPTH"), U2]
+
+
+def test_the_v3_position_decorator_places_entries_around_the_description():
+    lore = book(
+        entry([], "@@position before_desc\nBD", constant=True, position="before_char"),
+        entry([], "@@position after_desc\nAD", constant=True),
+        entry([], "@@position personality\nPL", constant=True),
+        entry([], "@@position scenario\n@@depth 0\nSL", constant=True),
+        entry([], "BC", constant=True, position="before_char"),
+    )
+    prompt = build(
+        char(
+            system_prompt="SYS",
+            description="DESC",
+            personality="PERS",
+            scenario="SCEN",
+            character_book=lore,
+        ),
+        [user("hi")],
+        user_description="ME",
+    )
+    assert prompt.messages == [
+        msg(
+            "system",
+            "SYS\n\nBC\n\nBD\n\nDESC\n\nAD\n\nSerika's personality: PERS\nPL\n\n"
+            "Scenario: SCEN\nSL\n\nAnn's persona: ME",
+        ),
+        msg("user", "hi"),
+    ]
+
+
+def test_personality_and_scenario_positions_fall_back_when_the_card_lacks_that_section():
+    lore = book(
+        entry([], "@@position personality\n@@depth 0\nPL", constant=True),
+        entry([], "@@position scenario\nSL", constant=True, position="before_char"),
+    )
+    prompt = noted(None, description="DESC", character_book=lore)
+    assert prompt.messages == [
+        msg("system", "SYS\n\nSL\n\nDESC"),
+        G,
+        U1,
+        A1,
+        U2,
+        msg("system", "PL"),
+    ]
+
+
+def test_the_depth_and_role_decorators_put_an_entry_in_the_chat():
+    lore = book(
+        entry(["fine"], "@@depth 0\n@@role assistant\n*smiles*"),
+        entry(["fine"], "@@depth 2\nAS SYSTEM", position="before_char"),
+        entry(["fine"], "@@role user\n@@depth 1\nAS USER"),
+        entry(["fine"], "@@depth -4\n@@role user\nAT THE END"),
+    )
+    prompt = noted(None, character_book=lore, post_history_instructions="PH")
+    assert prompt.messages == [
+        SYS,
+        G,
+        U1,
+        msg("system", "AS SYSTEM"),
+        A1,
+        msg("user", "AS USER"),
+        U2,
+        msg("assistant", "*smiles*"),
+        msg("user", "AT THE END"),
+        msg("system", "PH"),
+    ]
+
+
+def test_the_depth_decorator_beats_the_extensions_position_but_not_a_v3_position():
+    lore = book(
+        entry([], "@@depth 1\nIN CHAT", constant=True, extensions={"position": 0, "role": 1}),
+        entry([], "@@position before_desc\n@@depth 1\nBY DESC", constant=True),
+    )
+    prompt = noted(None, description="DESC", character_book=lore)
+    assert prompt.messages == [
+        msg("system", "SYS\n\nBY DESC\n\nDESC"),
+        G,
+        U1,
+        A1,
+        msg("user", "IN CHAT"),
+        U2,
+    ]
+
+
+def test_the_role_decorator_alone_leaves_an_entry_in_the_system_message():
+    lore = book(entry([], "@@role user\nLORE", constant=True, position="before_char"))
+    prompt = noted(None, description="DESC", character_book=lore)
+    assert prompt.messages == [msg("system", "SYS\n\nLORE\n\nDESC"), G, U1, A1, U2]
+
+
+# --- lorebook: context-dependent decorators ----------------------------------------------------
+
+
+def _crowded() -> tuple[PromptCharacter, list[Turn]]:
+    lore = book(
+        entry([], "@@ignore_on_max_context\n" + "I" * 70, constant=True),
+        entry([], "K" * 70, constant=True),
+    )
+    return char(system_prompt="SYS", character_book=lore), [
+        user("old"),
+        bot("reply"),
+        user("latest"),
+    ]
+
+
+def test_ignore_on_max_context_entries_stay_while_the_prompt_fits():
+    character, history = _crowded()
+    full = build(character, history)
+    prompt = build(character, history, context_tokens=count_message_tokens(full.messages))
+    assert prompt.messages == [
+        msg("system", "SYS\n\n" + "I" * 70 + "\n" + "K" * 70),
+        msg("user", "old"),
+        msg("assistant", "reply"),
+        msg("user", "latest"),
+    ]
+    assert prompt.activated_lore == [0, 1]
+
+
+def test_ignore_on_max_context_entries_go_before_anything_else_when_it_does_not_fit():
+    character, history = _crowded()
+    full = build(character, history)
+    prompt = build(character, history, context_tokens=count_message_tokens(full.messages) - 1)
+    assert prompt.messages == [
+        msg("system", "SYS\n\n" + "K" * 70),
+        msg("user", "old"),
+        msg("assistant", "reply"),
+        msg("user", "latest"),
+    ]
+    assert prompt.trimmed_turns == 0
+    assert (prompt.activated_lore, prompt.dropped_lore) == ([1], [0])
+    assert prompt.notes == [
+        "the prompt did not fit: left out lorebook entries marked @@ignore_on_max_context: 0"
+    ]
+
+
+def test_disable_ui_prompt_drops_the_sites_default_prompts_while_its_entry_is_active():
+    lore = book(
+        entry(["secret"], "@@disable_ui_prompt system_prompt\nLORE"),
+        entry(["secret"], "@@disable_ui_prompt post_history_instructions\nMORE"),
+    )
+    defaults = {
+        "default_system_prompt": "Site prompt.",
+        "default_post_history_instructions": "Site PHI.",
+    }
+    active = build(char(character_book=lore), [user("secret")], **defaults)
+    inactive = build(char(character_book=lore), [user("hi")], **defaults)
+    own = build(
+        char(system_prompt="Card. {{original}}", character_book=lore), [user("secret")], **defaults
+    )
+    assert active.messages == [msg("system", "LORE\nMORE"), msg("user", "secret")]
+    assert inactive.messages == [
+        msg("system", "Site prompt."),
+        msg("user", "hi"),
+        msg("system", "Site PHI."),
+    ]
+    assert own.messages == [msg("system", "Card.\n\nLORE\nMORE"), msg("user", "secret")]
+
+
+# --- lorebook: the site's scan depth -------------------------------------------------------------
+
+
+def test_without_a_book_scan_depth_the_last_two_messages_are_scanned():
+    character = char(system_prompt="SYS", character_book=book(entry(["dragon"], "DRAGON")))
+    history = [user("a dragon"), bot("b"), user("c")]
+    assert build(character, history).messages == [
+        SYS,
+        msg("user", "a dragon"),
+        msg("assistant", "b"),
+        msg("user", "c"),
+    ]
+    assert build(character, [bot("a dragon"), user("c")]).messages == [
+        msg("system", "SYS\n\nDRAGON"),
+        msg("assistant", "a dragon"),
+        msg("user", "c"),
+    ]
+
+
+def test_the_sites_scan_depth_is_used_when_the_book_sets_none():
+    character = char(system_prompt="SYS", character_book=book(entry(["dragon"], "DRAGON")))
+    history = [user("a dragon"), bot("b"), user("c")]
+    assert build(character, history, lore_scan_depth=3).messages[0] == msg(
+        "system", "SYS\n\nDRAGON"
+    )
+    assert build(character, history, lore_scan_depth=0).messages[0] == SYS
+
+
+def test_the_books_scan_depth_wins_over_the_sites():
+    history = [user("a dragon"), bot("b"), user("c")]
+    shallow = char(
+        system_prompt="SYS", character_book=book(entry(["dragon"], "DRAGON"), scan_depth=1)
+    )
+    deep = char(system_prompt="SYS", character_book=book(entry(["dragon"], "DRAGON"), scan_depth=3))
+    assert build(shallow, history, lore_scan_depth=10).messages[0] == SYS
+    assert build(deep, history, lore_scan_depth=0).messages[0] == msg("system", "SYS\n\nDRAGON")
+
+
+def test_activate_lorebook_takes_the_sites_scan_depth():
+    lore = book(entry(["dragon"], "x"))
+    history = [user("dragon"), user("a"), user("b")]
+    assert activate_lorebook(lore, history, char_name="S", user_name="A").activated == []
+    selection = activate_lorebook(lore, history, char_name="S", user_name="A", default_scan_depth=3)
+    assert selection.activated == [0]
 
 
 # --- context budget ---------------------------------------------------------------------------
@@ -1190,7 +1737,7 @@ def test_without_any_user_turn_the_last_turn_is_protected():
 
 
 def test_the_budget_counts_the_lore_in_the_system_message():
-    lore = book(entry(["k"], "L" * 350))
+    lore = book(entry(["k"], "L" * 350), scan_depth=3)
     history = [user("old k"), bot("reply"), user("latest")]
     character = char(character_book=lore)
     full = build(character, history)
@@ -1230,7 +1777,7 @@ def test_every_message_is_a_role_and_content_dict_of_strings():
 
 def test_the_full_layout_order():
     lore = book(
-        entry(["k"], "BEFORE"),
+        entry(["k"], "BEFORE", position="before_char"),
         entry(["k"], "AFTER", position="after_char"),
     )
     prompt = build(
@@ -1278,12 +1825,6 @@ def test_build_prompt_is_deterministic_and_does_not_mutate_its_inputs():
 def test_the_default_user_name_is_user():
     prompt = build_prompt(char(system_prompt="{{user}}"), [])
     assert system(prompt) == "User"
-
-
-def test_a_stray_leading_fallback_decorator_is_still_considered():
-    decorators, body = parse_decorators("@@@scan_depth 2\nbody")
-    assert decorators == {"scan_depth": "2"}
-    assert body == "body"
 
 
 def test_numeric_and_string_booleans_from_exporters_are_understood():
@@ -1413,7 +1954,7 @@ def test_entries_checked_within_the_budget_keep_their_insertion_order():
 
     # Card order decides what is checked; insertion order still decides the prompt order.
     assert selection.activated == [1, 2, 0]
-    assert selection.before == ["first", "second", "third"]
+    assert selection.contents("after_char") == ["first", "second", "third"]
     assert selection.unscanned == [3]
 
 
@@ -1492,3 +2033,16 @@ def test_build_prompt_reports_no_unscanned_lore_within_the_budget():
 
     assert prompt.lore_unscanned == 0
     assert "lore" in system(prompt)
+
+
+def test_continuing_under_an_impossible_budget_keeps_the_question_and_the_reply_not_the_note():
+    character = char(system_prompt="SYS", depth_prompt={"prompt": "NOTE", "depth": 0})
+    history = [bot("g" * 350), user("A story?"), bot("Once upon")]
+    prompt = build(character, history, context_tokens=1, continuing=True)
+    assert prompt.messages == [
+        SYS,
+        msg("user", "A story?"),
+        msg("assistant", "Once upon"),
+        msg("system", CONTINUE_NUDGE),
+    ]
+    assert prompt.trimmed_turns == 1

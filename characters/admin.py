@@ -14,6 +14,7 @@ from characters.import_export import (
     import_upload,
 )
 from characters.models import Character, UserPersona
+from usage import rate_limits
 
 # Inline templates: the admin pages extend Django's own admin templates.
 _CHANGE_LIST_TEMPLATE = engines["django"].from_string(
@@ -149,9 +150,12 @@ class CharacterAdmin(admin.ModelAdmin):
         if request.method == "POST":
             form = ImportCardsForm(request.POST, request.FILES)
             if form.is_valid():
-                results = [
-                    self._import_one(request, upload) for upload in form.cleaned_data["files"]
-                ]
+                files = form.cleaned_data["files"]
+                # Staff's imports count against the same limit as members' (a loop of uploads
+                # costs the server the same).
+                if refusal := rate_limits.check_card_import(request.user.pk, len(files)):
+                    return rate_limits.refused_page(request, refusal)
+                results = [self._import_one(request, upload) for upload in files]
                 imported = sum(1 for result in results if result.character)
                 if imported:
                     self.message_user(request, f"Imported {imported} character(s).")

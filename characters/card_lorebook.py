@@ -206,6 +206,9 @@ def character_book_for_v2(book: dict[str, Any] | None) -> dict[str, Any] | None:
 def _decorator_block(content: str) -> tuple[list[re.Match[str]], str]:
     """The decorator lines at the top of `content` (blank lines around them skipped) and the
     rest, byte for byte; no decorator lines gives ``([], content)``."""
+    if not content.lstrip().startswith("@@"):
+        # Nearly every entry: every send reads the whole book, so no line-by-line scan.
+        return [], content
     decorators: list[re.Match[str]] = []
     for line in _LINE.finditer(content):
         if line.start() == len(content):

@@ -27,6 +27,7 @@ from characters.images import AvatarError, thumbnail_of_png
 from characters.import_export import export_card, import_upload
 from characters.models import Character, UserPersona, Visibility
 from characters.personas import persona_for
+from usage import rate_limits
 
 SUMMARY_CHARS = 300  # of the description, read for the library's short text
 MAX_LIBRARY_TAGS = 40  # the most used tags offered as filters
@@ -129,9 +130,11 @@ def import_cards(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ImportCardsForm(request.POST, request.FILES)
         if form.is_valid():
+            files = form.cleaned_data["files"]
+            if refusal := rate_limits.check_card_import(request.user.pk, len(files)):
+                return rate_limits.refused_page(request, refusal)
             results = [
-                import_upload(upload, request.user, visibility=Visibility.OWNER)
-                for upload in form.cleaned_data["files"]
+                import_upload(upload, request.user, visibility=Visibility.OWNER) for upload in files
             ]
             imported = [result.character for result in results if result.character]
             if len(imported) == 1 and len(results) == 1:

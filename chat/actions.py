@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from chat.rendering import StreamingRenderer, render_card_text, render_message
 from chat.reply_requests import PromptInputs, build_request, prompt_inputs
 from chat.tree import Tree, load_tree, path_messages
 from chat.upstream import CompletionRequest
+from usage import models as usage
+from usage.accounting import Charge
 
 
 class ConversationBusy(Exception):
@@ -212,6 +215,21 @@ def _show(conversation: Conversation, leaf_id: int | None, *, touch: bool = True
     Conversation.objects.filter(pk=conversation.pk).update(**changes)
 
 
+def _reserve(
+    conversation: Conversation, reply: Message, *, continuing_from: str | None = None
+) -> PromptInputs:
+    """Read what the stored `reply`'s prompt needs, then check the owner's quotas and reserve
+    what the reply may use (`usage.reserve`, which raises QuotaExceeded). Called inside
+    `_member_writing`, so a refusal rolls back everything the call stored, and sends at once
+    (other tabs, other processes) each see the reservations made before them.
+
+    The history is read here, inside the transaction, rather than after it: the reservation's
+    prompt estimate is counted from it (the prompt itself is built later, off this thread)."""
+    inputs = prompt_inputs(conversation, reply, continuing_from=continuing_from)
+    usage.reserve(conversation, reply, inputs, text_offset=len(continuing_from or ""))
+    return inputs
+
+
 @dataclass
 class _Stored:
     """What a send's or a retry's database call stored, and what its prompt needs."""
@@ -250,12 +268,13 @@ def _post_user_message_sync(access: SocketAccess, content: str, generator_channe
             user_message, reply = _store_exchange(
                 conversation, conversation.current_leaf_id, content, generator_channel
             )
+            inputs = _reserve(conversation, reply)
     except IntegrityError as exc:
         raise ConversationBusy from exc
     # Added below the shown leaf, which has no children: neither has alternatives yet.
     user_message.siblings = [user_message.pk]
     reply.siblings = [reply.pk]
-    return _Stored(conversation, reply, prompt_inputs(conversation, reply), user_message)
+    return _Stored(conversation, reply, inputs, user_message)
 
 
 async def post_user_message(
@@ -268,8 +287,8 @@ async def post_user_message(
     messages and reads the history; a burst of sends is then served in arrival order, each in
     one hop to the database thread instead of several interleaved ones. The prompt is built
     after it, in a worker thread, so a slow lorebook never holds up anyone's database work.
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy or TooManyReplies, storing
-    nothing.
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or
+    QuotaExceeded (`usage`), storing nothing.
     """
     stored = await _post_user_message_sync(access, content, generator_channel)
     return await _announce_exchange(stored)
@@ -306,10 +325,11 @@ def _regenerate_sync(
             reply = _new_reply(conversation, generator_channel, parent_id)
             reply.save(force_insert=True)
             _show(conversation, reply.pk)
+            inputs = _reserve(conversation, reply)
     except IntegrityError as exc:
         raise ConversationBusy from exc
     reply.siblings = _children(conversation, parent_id)
-    return _Stored(conversation, reply, prompt_inputs(conversation, reply))
+    return _Stored(conversation, reply, inputs)
 
 
 async def regenerate_reply(
@@ -318,8 +338,8 @@ async def regenerate_reply(
     """A new reply in place of reply `message_id` (default: the shown leaf), kept beside it as
     its alternative, in one database call, then announced. Retry is this on the shown leaf.
 
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
-    (`not_found`, `nothing_to_retry`), storing nothing.
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies, QuotaExceeded
+    or Refused (`not_found`, `nothing_to_retry`), storing nothing.
     """
     started = await _started(await _regenerate_sync(access, generator_channel, message_id))
     await events.message_created(started.reply)
@@ -354,9 +374,9 @@ def _continue_sync(access: SocketAccess, generator_channel: str, message_id: int
                     "finish_reason", "prompt_note", "updated_at",
                 ]
             )  # fmt: skip
+            inputs = _reserve(conversation, reply, continuing_from=reply.content)
     except IntegrityError as exc:
         raise ConversationBusy from exc
-    inputs = prompt_inputs(conversation, reply, continuing_from=reply.content)
     return _Stored(conversation, reply, inputs)
 
 
@@ -366,8 +386,8 @@ async def continue_reply(
     """Ask the upstream to carry on the latest reply: the same reply streams again, its new text
     appended to what it had (useful after the token limit or Stop).
 
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
-    (`not_found`, `cannot_continue`), changing nothing.
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies, QuotaExceeded
+    or Refused (`not_found`, `cannot_continue`), changing nothing.
     """
     stored = await _continue_sync(access, generator_channel, message_id)
     started = await _started(stored)
@@ -395,6 +415,7 @@ def _edit_message_sync(
                 user_message, reply = _store_exchange(
                     conversation, original.parent_id, content, generator_channel
                 )
+                inputs = _reserve(conversation, reply)
             else:
                 _refuse_while_streaming(conversation)
                 original.content = content
@@ -406,7 +427,7 @@ def _edit_message_sync(
         raise ConversationBusy from exc
     user_message.siblings = _children(conversation, original.parent_id)
     reply.siblings = [reply.pk]
-    return _Stored(conversation, reply, prompt_inputs(conversation, reply), user_message)
+    return _Stored(conversation, reply, inputs, user_message)
 
 
 async def edit_message(
@@ -419,8 +440,8 @@ async def edit_message(
     returned (it needs `generator_channel`; None when the process cannot start replies). The
     original branch stays as it was. A reply (or greeting) is corrected in place, marked
     edited: what the model sees from then on (None is returned).
-    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies or Refused
-    (`not_found`, `unavailable`), changing nothing.
+    Raises AccessEnded, CharacterUnavailable, ConversationBusy, TooManyReplies, QuotaExceeded
+    or Refused (`not_found`, `unavailable`), changing nothing.
     """
     result = await _edit_message_sync(access, message_id, content, generator_channel)
     if isinstance(result, _Stored):
@@ -576,10 +597,22 @@ class ReplyOutcome:
     error: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # This upstream call's own cost, for the usage aggregates. The two counts above are the
+    # reply's (a continue's add up every part); this is only the call that just ended. None:
+    # estimated when settled.
+    charge: Charge | None = None
 
 
 @database_sync_to_async
 def _finish_reply_sync(reply: Message, outcome: ReplyOutcome, html: str) -> Message:
+    with transaction.atomic():
+        reply = _store_final(reply, outcome, html)
+        # In the same transaction: the usage is counted exactly when the final state is stored.
+        usage.settle(reply.pk, outcome.charge, text=outcome.content)
+    return reply
+
+
+def _store_final(reply: Message, outcome: ReplyOutcome, html: str) -> Message:
     # The reply as created by this process: one UPDATE of the fields that change, no re-read.
     # A copy: the generation's own instance still answers snapshot requests meanwhile.
     reply = copy.copy(reply)
@@ -642,19 +675,36 @@ def _interrupt_stale_sync(
         .exclude(generator_channel__in=alive_generators)
     )
     for reply in stale:
-        changed = Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(
-            status=Message.Status.INTERRUPTED,
-            content_html=render_message(reply.role, reply.content),
-            error_code="interrupted",
-            error="The server stopped while this reply was being written; "
-            "the text saved until then is kept.",
-            generator_channel="",
-            updated_at=timezone.now(),
-        )
+        with transaction.atomic():
+            changed = Message.objects.filter(pk=reply.pk, status=Message.Status.STREAMING).update(
+                status=Message.Status.INTERRUPTED,
+                content_html=render_message(reply.role, reply.content),
+                error_code="interrupted",
+                error="The server stopped while this reply was being written; "
+                "the text saved until then is kept.",
+                generator_channel="",
+                updated_at=timezone.now(),
+            )
+            if changed:
+                # Its reservation stops counting now; what it used is estimated from the text
+                # flushed until then (the upstream's usage died with the process).
+                usage.settle(reply.pk, text=reply.content)
         if changed:
             reply.refresh_from_db()
             interrupted.append(reply)
+    _purge_reservations()
     return interrupted
+
+
+_last_purge = 0.0
+
+
+def _purge_reservations() -> None:
+    """Drop reservations that no quota counts any more, about once a minute per process."""
+    global _last_purge
+    if time.monotonic() - _last_purge >= 60:
+        _last_purge = time.monotonic()
+        usage.purge_reservations()
 
 
 async def interrupt_stale_replies(

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class ChatConfig(AppConfig):
@@ -6,5 +7,8 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import signals  # noqa: F401  (connects the receivers)
+        from chat import search, signals  # noqa: F401  (signals connects the receivers)
         from serika_web import checks  # noqa: F401  (registers the deployment checks)
+
+        # A SQLite table rebuild in a later migration drops the search index's triggers.
+        post_migrate.connect(search.ensure_index, sender=self)

@@ -18,7 +18,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 from django.db.models import Q
 
-from chat import actions, events, followers, generation, presence
+from chat import actions, conversation_actions, events, followers, generation, presence
 from chat import tree as tree_reads
 from chat.access import (
     CLOSE_NOT_FOUND,
@@ -31,6 +31,8 @@ from chat.access import (
 )
 from chat.models import Message
 from serika_web import log_context, metrics
+from usage import rate_limits
+from usage.accounting import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ _DIRECT_EVENTS = frozenset(
         "message.continued",
         "message.updated",
         "path.changed",
+        "conversation.updated",
         "message.delta",
         "message.done",
         "reply.snapshot",
@@ -219,6 +222,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "message.edit": self.on_edit,
             "message.delete": self.on_delete,
             "branch.switch": self.on_switch_branch,
+            "conversation.rename": self.on_rename,
         }.get(frame["type"])
         if handler is None:
             await self.send_error("unknown_type", f"Unknown frame type {frame['type'][:40]!r}.")
@@ -240,6 +244,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("character_unavailable", str(exc))
         except actions.TooManyReplies as exc:
             await self.send_error("too_many_replies", str(exc))
+        except QuotaExceeded as exc:
+            await self.send_error("quota_exceeded", str(exc))
         except _FrameRefused:
             pass
         except DatabaseError as exc:
@@ -294,26 +300,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise _FrameRefused
         return message_id
 
+    async def _check_rate(self) -> None:
+        """Count a frame that may start a reply against `RATE_LIMIT_SENDS`; over it, answer
+        `rate_limited` and refuse the frame. Here, before the database call: a flood costs
+        no database work (the quotas, checked in the verb's transaction, count only the
+        replies that started)."""
+        refusal = await rate_limits.check_send(self.user_id)
+        if refusal is not None:
+            await self.send_error("rate_limited", refusal.message)
+            raise _FrameRefused
+
     async def on_send(self, frame: dict[str, Any]) -> None:
         content = await self._check_content(frame)
         if content is None:
             return
+        await self._check_rate()
         if channel := await self.generator_channel():
             generation.launch(await actions.post_user_message(self.access, content, channel))
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
         # The shown leaf's reply again: a new alternative of it (or a reply to a user message
         # left without one).
+        await self._check_rate()
         if channel := await self.generator_channel():
             generation.launch(await actions.regenerate_reply(self.access, channel))
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         message_id = await self._message_id(frame, required=False)
+        await self._check_rate()
         if channel := await self.generator_channel():
             generation.launch(await actions.regenerate_reply(self.access, channel, message_id))
 
     async def on_continue(self, frame: dict[str, Any]) -> None:
         message_id = await self._message_id(frame, required=False)
+        await self._check_rate()
         if channel := await self.generator_channel():
             generation.launch(await actions.continue_reply(self.access, channel, message_id))
 
@@ -322,6 +342,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         content = await self._check_content(frame)
         if content is None:
             return
+        await self._check_rate()
         # The member's own message becomes a new branch with a new reply, which needs this
         # process's channel; a reply is corrected in place, which does not (so it works while
         # the layer is away or the process restarts).
@@ -338,6 +359,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_switch_branch(self, frame: dict[str, Any]) -> None:
         await actions.switch_branch(self.access, await self._message_id(frame))
+
+    async def on_rename(self, frame: dict[str, Any]) -> None:
+        title = frame.get("title")
+        title = conversation_actions.clean_title(title) if isinstance(title, str) else ""
+        if not title:
+            await self.send_error("empty_title", "Type a title first.")
+            return
+        await conversation_actions.rename_conversation(self.access, title)
 
     async def generator_channel(self) -> str | None:
         """This process's control channel, or None (and an error frame) when the layer cannot
@@ -406,6 +435,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json(event)
 
     async def path_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def conversation_updated(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
 
     async def message_delta(self, event: dict[str, Any]) -> None:

@@ -281,18 +281,41 @@ async def message_done(message: Message, seq: int | None = None) -> None:
     )
 
 
-async def session_ended(user_id: int, session_key: str | None) -> None:
-    """Close the user's sockets: those of one session, or all of them when key is None."""
-    event = {"type": "session.ended", "session_key": session_key}
-    # Sent at once, not queued: this may run in a short-lived event loop (a management command,
+def conversation_payload(conversation) -> dict[str, Any]:
+    """A conversation as its owner's pages see it."""
+    return {
+        "id": conversation.pk,
+        "title": str(conversation),
+        "pinned": conversation.pinned_at is not None,
+        "archived": conversation.archived_at is not None,
+    }
+
+
+async def conversation_updated(conversation) -> None:
+    """A conversation's title changed: every socket of its owner hears it, on any of their
+    conversations (their lists show it)."""
+    await _send_to_user(
+        conversation.owner_id,
+        {"type": "conversation.updated", "conversation": conversation_payload(conversation)},
+    )
+
+
+async def _send_to_user(user_id: int, event: dict[str, Any]) -> None:
+    # Sent at once, not queued: it may run in a short-lived event loop (a management command,
     # a sync request outside the server's loop), which would end before a queued task ran.
     if layer_is_shared():
         try:
-            await get_channel_layer().group_send(
-                user_group(user_id), {**event, "origin": PROCESS_ID}
-            )
+            async with asyncio.timeout(2):
+                await get_channel_layer().group_send(
+                    user_group(user_id), {**event, "origin": PROCESS_ID}
+                )
         except Exception:
-            log.warning("Could not tell other processes that user %s's session ended", user_id)
+            log.warning("Could not tell other processes about user %s's %s", user_id, event["type"])
     sockets = _by_user.get(user_id)
     if sockets:
         await deliver_locally(sockets, event)
+
+
+async def session_ended(user_id: int, session_key: str | None) -> None:
+    """Close the user's sockets: those of one session, or all of them when key is None."""
+    await _send_to_user(user_id, {"type": "session.ended", "session_key": session_key})

@@ -23,3 +23,33 @@ class ChatSettingsForm(forms.Form):
     def __init__(self, *args, models: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [(m, m) for m in models]
+
+
+class ImportChatsForm(forms.Form):
+    """The import page's upload: one chat file, recognised by its content."""
+
+    file = forms.FileField(
+        label="Chat file", widget=forms.FileInput(attrs={"accept": ".json,.jsonl"})
+    )
+
+
+class ImportCharactersForm(forms.Form):
+    """The import's second step: a character (or none) for each character name of the file
+    that matches none the member may see. `names` are those names; `characters` the choices."""
+
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args, names: list[str], characters: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.characters = {str(c.pk): c for c in characters}
+        choices = [("", "No character"), *((str(c.pk), c.name) for c in characters)]
+        for index, name in enumerate(names):
+            self.fields[f"character_{index}"] = forms.ChoiceField(
+                label=f"Character for the chats with {name}",
+                choices=choices,
+                required=False,
+            )
+
+    def chosen(self, index: int):
+        """The character chosen for name `index` (None: no character)."""
+        return self.characters.get(self.cleaned_data.get(f"character_{index}") or "")

@@ -19,12 +19,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat import actions, events, presence, upstream
+from chat import actions, events, presence, titles, upstream
 from chat.actions import ReplyOutcome
 from chat.database_health import database_health
 from chat.models import Message
 from chat.rendering import StreamingRenderer
 from serika_web import log_context, metrics
+from usage.accounting import Charge, measure
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class Generation:
         self._sent: list[str] = [prefix] if prefix else []  # text already broadcast
         self._pending: list[str] = []  # text received, not yet broadcast
         self._received_chars = len(prefix)  # the size cap is the stored reply's
+        self._prefix_chars = len(prefix)
         self._started_at = 0.0  # loop time of the upstream request
         self._pieces = 0  # text events received (tokens), counted in the metrics at the end
         self._renderer = renderer or StreamingRenderer()
@@ -101,6 +103,8 @@ class Generation:
         self._stream_task: asyncio.Task | None = None
         self._stopped = False
         self._interrupted = False
+        # Set for the first replies of a conversation that has no title yet (see chat.titles).
+        self.wants_title = False
         self.task: asyncio.Task | None = None
 
     # --- text bookkeeping ---------------------------------------------------------------
@@ -248,12 +252,16 @@ class Generation:
                 outcome.error_code = "interrupted"
                 outcome.error = "The server stopped while this reply was being written."
             outcome.content = self.text()
+            # Before the earlier parts' usage is added in: the aggregates count this call only.
+            outcome.charge = self._charge(outcome)
             if self._earlier_usage is not None:
                 self._add_earlier_usage(outcome)
             try:
                 # Every delta goes out before "done", so followers end with the full text.
                 await self._broadcast_pending()
                 await self._save_final(outcome)
+                if self.wants_title and outcome.status == Message.Status.COMPLETE:
+                    titles.schedule_title(self.reply_id)
             finally:
                 metrics.STREAMS.dec()
                 metrics.REPLIES.labels(outcome.status).inc()
@@ -271,6 +279,19 @@ class Generation:
                 )
                 _live.pop(self.reply_id, None)
                 _unflushed.discard(self.reply_id)
+
+    def _charge(self, outcome: ReplyOutcome) -> Charge:
+        """What this upstream call used: the upstream's usage, or our estimate of the prompt
+        sent and of the text this call added (a continue's prefix is not its output)."""
+        new_text = outcome.content[self._prefix_chars :]
+        return measure(
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            prompt_messages=self.request.messages,
+            new_text=new_text,
+            # A call refused or unreachable before any text costs no prompt.
+            prompt_processed=bool(new_text) or outcome.status != Message.Status.FAILED,
+        )
 
     def _add_earlier_usage(self, outcome: ReplyOutcome) -> None:
         prompt_tokens, completion_tokens = self._earlier_usage
@@ -402,6 +423,11 @@ def launch(started: actions.StartedReply) -> Generation:
     reply = started.reply
     generation = Generation(
         reply, started.request, prefix=started.prefix, renderer=started.renderer
+    )
+    generation.wants_title = (
+        settings.SERIKA_AUTO_TITLES
+        and not started.prefix
+        and started.conversation.title_source == started.conversation.TitleSource.DEFAULT
     )
     _live[reply.pk] = generation
     generation.task = asyncio.get_running_loop().create_task(generation.run())
@@ -559,5 +585,6 @@ async def shutdown() -> None:
     _live.clear()
     global _draining
     _draining = False
+    await titles.cancel_titles()
     await events.stop_publishing()
     await actions.close_maintenance_connections()

@@ -15,6 +15,12 @@ class ConversationQuerySet(models.QuerySet):
         # The owner's persona comes along: every send needs it for the prompt.
         return self.filter(owner=user).select_related("character", "owner", "owner__persona")
 
+    def listed(self) -> ConversationQuerySet:
+        """In the list order: pinned ones first (latest pin first), then the most recent."""
+        return self.filter(archived_at__isnull=True).order_by(
+            models.F("pinned_at").desc(nulls_last=True), "-updated_at", "-pk"
+        )
+
 
 class Conversation(models.Model):
     owner = models.ForeignKey(
@@ -27,7 +33,20 @@ class Conversation(models.Model):
         blank=True,
         related_name="conversations",
     )
+
+    class TitleSource(models.TextChoices):
+        DEFAULT = "", "The character's name"
+        AUTO = "auto", "Written by the model"
+        MEMBER = "member", "Set by the member"
+
     title = models.CharField(max_length=200, blank=True)
+    # An automatic title is asked for once, only while the title is the default; a member's
+    # own title is never replaced.
+    title_source = models.CharField(
+        max_length=8, choices=TitleSource.choices, default=TitleSource.DEFAULT, blank=True
+    )
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
     model = models.CharField(max_length=200)
     temperature = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -33,14 +33,13 @@ class CompletionRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     character_id: str = ""
+    stream: bool = True
 
     def payload(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": self.messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages}
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -285,6 +284,51 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Ev
         raise UpstreamError(
             "connection", "The connection to the Serika API was lost mid-reply."
         ) from exc
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The answer to a non-streaming request."""
+
+    text: str
+    usage: Usage
+
+
+async def complete(request: CompletionRequest, seconds: float) -> Completion:
+    """One short non-streaming completion (`request.stream` false), within `seconds`.
+
+    For small side tasks such as a conversation's title; raises UpstreamError like a stream.
+    """
+    if not settings.SERIKA_API_KEY:
+        raise MissingApiKey("no_api_key", "No Serika API key is configured.")
+    url = settings.SERIKA_BASE_URL.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {settings.SERIKA_API_KEY}", "Cache-Control": "no-store"}
+    try:
+        response = await _client().post(
+            url, json=request.payload(), headers=headers, timeout=seconds
+        )
+    except httpx.TimeoutException as exc:
+        raise UpstreamError("timeout", "The Serika API did not answer in time.") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError("connection", "Could not connect to the Serika API.") from exc
+    if response.status_code != 200:
+        raise error_for_status(
+            response.status_code, response.content[:65536], _retry_after(response)
+        )
+    try:
+        body = response.json()
+        text = body["choices"][0]["message"]["content"]
+        usage = body.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UpstreamError("bad_response", "The Serika API sent an unreadable answer.") from exc
+    if not isinstance(text, str) or not isinstance(usage, dict):
+        raise UpstreamError("bad_response", "The Serika API sent an unreadable answer.")
+
+    def count(name: str) -> int | None:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Completion(text, Usage(count("prompt_tokens"), count("completion_tokens")))
 
 
 async def close_loop_client() -> None:

@@ -4,13 +4,16 @@ Everything a deployment changes is read from the environment (or an optional `.e
 manage.py) through django-environ; README.md lists each variable with its default.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from limits import parse_many
 
+from accounts.config import issuer_origin, openid_connect_providers
 from serika_web.secret_key import load_or_create_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -57,8 +60,17 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "axes",
+    # Single sign-on (accounts/): allauth's OpenID Connect provider only; the password login
+    # stays Django's own, behind django-axes.
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "accounts",
     "characters",
     "chat",
+    # Token usage per member, quotas and rate limits (usage/).
+    "usage",
     # Management commands of the site itself (import_starter_character).
     "serika_web",
 ]
@@ -75,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # allauth's request context for its sign-in views (single sign-on).
+    "allauth.account.middleware.AccountMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes requires: it turns a locked-out login into the lockout page.
@@ -205,6 +219,73 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Single sign-on (OpenID Connect; accounts/, README "Single sign-on") --------------------
+# Off while OIDC_ISSUER_URL is empty. The issuer's /.well-known/openid-configuration gives the
+# endpoints. A member is bound to the provider's `sub` (under OIDC_PROVIDER_ID), never to an
+# email address.
+OIDC_ISSUER_URL = env.str("OIDC_ISSUER_URL", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+# This site is a confidential client: the provider gives it a secret.
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+# Separated by commas or spaces.
+OIDC_SCOPES = [
+    scope
+    for item in env.list("OIDC_SCOPES", default=["openid", "profile", "email"])
+    for scope in item.split()
+]
+OIDC_PKCE = env.bool("OIDC_PKCE", default=True)
+# The button reads "Sign in with <OIDC_NAME>".
+OIDC_NAME = env.str("OIDC_NAME", default="SSO")
+# Part of the callback URL and of each SSO member's identity: give a new one when switching to
+# another provider, whose `sub`s could otherwise match the old provider's members.
+OIDC_PROVIDER_ID = env.str("OIDC_PROVIDER_ID", default="sso")
+# The claim listing the member's groups ("groups", or a dotted path: "realm_access.roles").
+# Empty: no group mapping.
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="")
+# Provider groups whose members may sign in (empty: anyone the provider signs in); members of
+# OIDC_ADMIN_GROUPS always may. (Both comma-separated; spaces around a name are dropped.)
+OIDC_ALLOWED_GROUPS = [g.strip() for g in env.list("OIDC_ALLOWED_GROUPS", default=[]) if g.strip()]
+# Provider groups whose members are staff; an SSO member outside them loses staff at sign-in.
+OIDC_ADMIN_GROUPS = [g.strip() for g in env.list("OIDC_ADMIN_GROUPS", default=[]) if g.strip()]
+# Single sign-on only: the login page shows just its button and password logins are refused
+# (the admin's too).
+OIDC_ONLY = env.bool("OIDC_ONLY", default=False)
+if OIDC_ISSUER_URL and not (OIDC_CLIENT_ID and OIDC_CLIENT_SECRET):
+    raise ImproperlyConfigured("OIDC_ISSUER_URL is set: set OIDC_CLIENT_ID and OIDC_CLIENT_SECRET")
+if OIDC_ISSUER_URL and "openid" not in OIDC_SCOPES:
+    raise ImproperlyConfigured(f"OIDC_SCOPES must include openid, not {OIDC_SCOPES!r}")
+if not re.fullmatch(r"[A-Za-z0-9_-]+", OIDC_PROVIDER_ID):
+    raise ImproperlyConfigured("OIDC_PROVIDER_ID may hold only letters, digits, - and _")
+if (OIDC_ALLOWED_GROUPS or OIDC_ADMIN_GROUPS) and not OIDC_GROUPS_CLAIM:
+    raise ImproperlyConfigured("OIDC_ALLOWED_GROUPS and OIDC_ADMIN_GROUPS need OIDC_GROUPS_CLAIM")
+if OIDC_ONLY and not OIDC_ISSUER_URL:
+    raise ImproperlyConfigured("OIDC_ONLY needs OIDC_ISSUER_URL: nobody could log in")
+SOCIALACCOUNT_PROVIDERS = openid_connect_providers(
+    issuer_url=OIDC_ISSUER_URL,
+    provider_id=OIDC_PROVIDER_ID,
+    name=OIDC_NAME,
+    client_id=OIDC_CLIENT_ID,
+    secret=OIDC_CLIENT_SECRET,
+    scopes=OIDC_SCOPES,
+    pkce=OIDC_PKCE,
+)
+# Sign-in rules (groups, staff, refusals) and the session's backend: accounts/adapter.py.
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+# Never log into an existing account because the provider reports its email address (an
+# account is its `sub`'s), and never ask for an email: e-mail addresses identify nobody here.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = False
+ACCOUNT_UNIQUE_EMAIL = False
+ACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+# A first sign-in makes the member at once (no allauth sign-up form, which is not served).
+SOCIALACCOUNT_AUTO_SIGNUP = True
+# The provider's tokens are used once, at sign-in, and not kept.
+SOCIALACCOUNT_STORE_TOKENS = False
+# The SSO button's POST is redirected to the provider: the CSP's form-action names it.
+SSO_FORM_ACTION = [issuer_origin(OIDC_ISSUER_URL)] if OIDC_ISSUER_URL else []
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -239,6 +320,8 @@ SECURE_HTTPS = env.bool("SECURE_HTTPS", default=not DEBUG)
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = SECURE_HTTPS
+# The SSO callback URL given to the provider is https then, even if a proxy header is missing.
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SECURE_HTTPS else "http"
 # Probes may use plain HTTP to a process behind the TLS proxy.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = SECURE_HTTPS
@@ -266,7 +349,7 @@ CONTENT_SECURITY_POLICY = {
         "font-src": [SELF],
         "object-src": [NONE],
         "base-uri": [NONE],
-        "form-action": [SELF],
+        "form-action": [SELF, *SSO_FORM_ACTION],
         "frame-ancestors": [NONE],
     },
 }
@@ -279,6 +362,10 @@ SERIKA_DEFAULT_MODEL = env.str("SERIKA_DEFAULT_MODEL", default="openai/gpt-4o-mi
 # SERIKA_MODELS_TTL seconds); set, only these (in this order), also when /models fails.
 SERIKA_MODELS = env.list("SERIKA_MODELS", default=[])
 SERIKA_MODELS_TTL = env.float("SERIKA_MODELS_TTL", default=300.0)
+# After a conversation's first reply, one short request writes its title (chat/titles.py), with
+# SERIKA_TITLE_MODEL or, when empty, the conversation's own model.
+SERIKA_AUTO_TITLES = env.bool("SERIKA_AUTO_TITLES", default=True)
+SERIKA_TITLE_MODEL = env.str("SERIKA_TITLE_MODEL", default="")
 SERIKA_CONNECT_TIMEOUT = env.float("SERIKA_CONNECT_TIMEOUT", default=10.0)
 # No byte at all (keep-alive comments count) for this long ends the reply as stalled.
 SERIKA_STREAM_IDLE_TIMEOUT = env.float("SERIKA_STREAM_IDLE_TIMEOUT", default=60.0)
@@ -313,6 +400,42 @@ CHAT_MAX_CONCURRENT_PER_USER = env.int("CHAT_MAX_CONCURRENT_PER_USER", default=3
 # backtrack for their whole 50 ms cap each; with thousands of entries that was minutes per send.
 # Entries not checked in time do not fire, and the reply says the lorebook was partly scanned.
 CHAT_LOREBOOK_BUDGET_SECONDS = env.float("CHAT_LOREBOOK_BUDGET_SECONDS", default=0.5)
+# How many of the latest messages lorebook keys are looked for in, when a card's lorebook sets no
+# `scan_depth` of its own: SillyTavern's "Scan Depth" (`world_info_depth`) is 2.
+CHAT_LOREBOOK_SCAN_DEPTH = env.int("CHAT_LOREBOOK_SCAN_DEPTH", default=2)
+if CHAT_LOREBOOK_SCAN_DEPTH < 0:
+    raise ImproperlyConfigured(
+        f"CHAT_LOREBOOK_SCAN_DEPTH must be 0 or more, not {CHAT_LOREBOOK_SCAN_DEPTH}"
+    )
+
+# --- Quotas and rate limits (usage/; README "Usage and quotas") ------------------------------
+# Default quotas of every member, in tokens (prompt + reply) per UTC day and calendar month, and
+# replies started per minute; 0: no limit. Staff set per-member and per-group quotas in the
+# admin (the lowest that applies to a member wins; these hold where none is set).
+QUOTA_TOKENS_PER_DAY = env.int("QUOTA_TOKENS_PER_DAY", default=0)
+QUOTA_TOKENS_PER_MONTH = env.int("QUOTA_TOKENS_PER_MONTH", default=0)
+QUOTA_REQUESTS_PER_MINUTE = env.int("QUOTA_REQUESTS_PER_MINUTE", default=0)
+# Staff are held to no quota (their usage is still counted).
+QUOTA_EXEMPT_STAFF = env.bool("QUOTA_EXEMPT_STAFF", default=True)
+# Tokens reserved for the reply of a chat that sets no maximum reply length, until the real
+# figure replaces them at its end.
+QUOTA_REPLY_TOKENS = env.int("QUOTA_REPLY_TOKENS", default=1024)
+# Flood guards per member ("limits" notation: "30/minute", "10/minute;100/hour"; empty: none),
+# shared by all processes through Redis when REDIS_URL is set: frames that may start a reply
+# (refused with `rate_limited`), and card files imported (HTTP 429).
+RATE_LIMIT_SENDS = env.str("RATE_LIMIT_SENDS", default="30/minute")
+RATE_LIMIT_CARD_IMPORTS = env.str("RATE_LIMIT_CARD_IMPORTS", default="100/hour")
+for _name, _spec in (
+    ("RATE_LIMIT_SENDS", RATE_LIMIT_SENDS),
+    ("RATE_LIMIT_CARD_IMPORTS", RATE_LIMIT_CARD_IMPORTS),
+):
+    try:
+        if _spec.strip():
+            parse_many(_spec)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{_name} must read like 30/minute or 10/minute;100/hour, not {_spec!r}"
+        ) from None
 
 # Prometheus metrics at /metrics for requests with `Authorization: Bearer <token>`; unset: 404.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
@@ -351,10 +474,3 @@ LOGGING = {
 # Members may import cards and create characters of their own (always private to them) and edit
 # them; false leaves characters to staff (members keep, export and delete what they have).
 CHARACTERS_MEMBERS_MAY_IMPORT = env.bool("CHARACTERS_MEMBERS_MAY_IMPORT", default=True)
-# How many of the latest messages lorebook keys are looked for in, when a card's lorebook sets no
-# `scan_depth` of its own: SillyTavern's "Scan Depth" (`world_info_depth`) is 2.
-CHAT_LOREBOOK_SCAN_DEPTH = env.int("CHAT_LOREBOOK_SCAN_DEPTH", default=2)
-if CHAT_LOREBOOK_SCAN_DEPTH < 0:
-    raise ImproperlyConfigured(
-        f"CHAT_LOREBOOK_SCAN_DEPTH must be 0 or more, not {CHAT_LOREBOOK_SCAN_DEPTH}"
-    )

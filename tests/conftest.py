@@ -46,6 +46,17 @@ def fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate limits counted in this process's memory start from zero in each test (user ids
+    repeat from test to test on SQLite). With Redis the keys carry the run's prefix."""
+    from usage import rate_limits
+
+    rate_limits.reset()
+    yield
+    rate_limits.reset()
+
+
+@pytest.fixture(autouse=True)
 def close_maintenance_connections():
     """The reply-maintenance thread's connection would keep PostgreSQL from dropping the test
     database at the end of the session."""

@@ -251,13 +251,23 @@ def daphne_servers(
     static_root: Path,
     tmp_path: Path,
 ) -> Iterator[LiveServers]:
-    """A starter of daphne processes on this test's database and the fake upstream."""
+    """A starter of daphne processes on this test's database and the fake upstream.
+
+    A test module gives its servers more settings with a fixture named `live_server_env` (a
+    dict of environment variables) that its tests request, e.g. the single sign-on provider's.
+    """
+    extra = (
+        request.getfixturevalue("live_server_env")
+        if "live_server_env" in request.fixturenames
+        else {}
+    )
     env = server_env(
         DATABASE_URL=database_url(),
         SERIKA_BASE_URL=upstream.base_url,
         STATIC_ROOT=str(static_root),
         DATA_DIR=str(tmp_path / "data"),
         MEDIA_ROOT=str(tmp_path / "media"),
+        **extra,
     )
     servers = LiveServers(env, tmp_path)
     failed_before = request.session.testsfailed

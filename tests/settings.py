@@ -12,6 +12,9 @@ os.environ.setdefault("SERIKA_API_KEY", "test-key")
 # Nothing leaves the machine: a test without the fake upstream (whose fixture sets the URL)
 # reaches a closed local port, e.g. when a chat page lists the models in the background.
 os.environ.setdefault("SERIKA_BASE_URL", "http://127.0.0.1:9/api/openai/v1")
+# A title request would take the next reply a test queued on the fake upstream: titles are
+# turned on by the tests about them (tests/test_titles.py), servers they start included.
+os.environ.setdefault("SERIKA_AUTO_TITLES", "false")
 # Conversation ids restart with every test database; a per-run channel-layer prefix keeps
 # groups that Redis remembers from earlier runs out of this one (servers started by the tests
 # inherit it from the environment).

@@ -213,6 +213,7 @@ def _send_statements() -> list[str]:
         "INSERT chat_message",
         "UPDATE chat_conversation",
         "WITH chat_message",
+        "INSERT usage_reservation",
     ]
 
 
@@ -241,8 +242,9 @@ def test_a_send_costs_a_fixed_set_of_queries_in_one_database_call(client, alice,
     # On PostgreSQL the member's row is locked first (their writes run one after another),
     # then the session, the user, the conversation with its character, owner and persona (one
     # query), the owner's streaming replies counted against the cap, both messages (the reply
-    # below the question), the conversation's shown branch and timestamp, then the history for
-    # the prompt (one recursive query).
+    # below the question), the conversation's shown branch and timestamp, the history for the
+    # prompt (one recursive query), then the reply's reservation, inserted only if the member's
+    # quotas leave room for it (one statement).
     assert statements == _send_statements()
     assert started.request.messages[-1] == {"role": "user", "content": "Hi there"}
     assert started.reply.status == Message.Status.STREAMING

@@ -31,7 +31,7 @@ def test_home_lists_characters_and_the_users_conversations_only(
     client.force_login(alice)
     page = client.get("/").content.decode()
     assert "Serika" in page
-    assert page.count('href="/conversations/') == 1
+    assert page.count("data-conversation-link=") == 1
 
 
 def test_starting_a_chat_opens_it_with_the_greeting(client, alice, character):

@@ -31,6 +31,8 @@ SHIPPED = {
     "serika_web/": "serika_web/",
     "chat/": "chat/",
     "characters/": "characters/",
+    "accounts/": "accounts/",
+    "usage/": "usage/",
     "templates/": "serika_web/assets/templates/",
     "static/": "serika_web/assets/static/",
 }
@@ -71,7 +73,7 @@ def outside_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "SERIKA_", "CHAT_", "DEBUG", "SECURE_", "PYTHON"))
+        if not k.startswith(("DJANGO_", "SERIKA_", "CHAT_", "DEBUG", "SECURE_", "PYTHON", "OIDC_"))
         and k not in {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "DATA_DIR", "STATIC_ROOT"}
         and k not in {"MEDIA_ROOT", "VIRTUAL_ENV", "PYTEST_CURRENT_TEST", "ALLOWED_HOSTS"}
     }

@@ -406,18 +406,28 @@
         resync();
         return;
       }
+      // Messages this tab shows already keep their elements (and where the member was
+      // reading, and a search hit's mark); the rest below the parent go.
+      const keep = new Set(frame.messages.map((m) => m.id));
       let node = parentEl ? parentEl.nextElementSibling : transcript.firstElementChild;
       while (node) {
         const next = node.nextElementSibling;
-        if (node.matches(".message")) drop(node);
+        if (node.matches(".message") && !keep.has(Number(node.dataset.id))) drop(node);
         node = next;
       }
+      let prev = parentEl;
       for (const message of frame.messages) {
-        transcript.append(messageElement(message, true));
+        const el = messageElement(message, true);
+        if ((prev ? prev.nextElementSibling : transcript.firstElementChild) !== el) {
+          if (prev) prev.after(el);
+          else transcript.prepend(el);
+        }
         upsert(message, false);
+        prev = el;
       }
       updateControls();
     },
+    "conversation.updated": (frame) => showConversation(frame.conversation),
     "message.snapshot": (frame) => startLive(frame.message),
     "message.delta": (frame) => {
       const state = live.get(frame.id);
@@ -447,6 +457,13 @@
       retryDelay = 500;
       root.dataset.connected = "true";
       showStatus("");
+      if (root.dataset.showBranch) {
+        // Opened at a search hit on a branch the conversation did not show: the page shows it
+        // already; make it the shown one, as the alternative arrows do, so the other tabs
+        // follow and the next message goes on it. Once: a reconnect takes what the server has.
+        send({ type: "branch.switch", id: Number(root.dataset.showBranch) });
+        delete root.dataset.showBranch;
+      }
       resync();
     });
     socket.addEventListener("message", (event) => {
@@ -547,6 +564,60 @@
       }
     });
   }
+
+  // --- the conversation's title ---------------------------------------------------------------
+  const heading = document.getElementById("conversation-title");
+  const titleButton = heading.querySelector(".title-button");
+
+  // A conversation's new title, here and wherever this page lists it.
+  function showConversation(conversation) {
+    for (const link of document.querySelectorAll(`[data-conversation-link="${Number(conversation.id)}"] .title`)) {
+      link.textContent = conversation.title;
+    }
+    if (String(conversation.id) !== conversationId) return;
+    titleButton.textContent = conversation.title;
+    document.title = `${conversation.title} · Serika Web`;
+    const editor = heading.querySelector("input");
+    if (editor && editor.dataset.sent === editor.value) closeRename();
+  }
+
+  function closeRename() {
+    const box = heading.querySelector("input");
+    titleButton.hidden = false;
+    if (!box || box.dataset.closing) return;
+    box.dataset.closing = "true"; // removing it blurs it, which would close it again
+    box.remove();
+  }
+
+  // Click the title to rename it: Enter saves, Esc (or leaving the box) cancels.
+  titleButton.addEventListener("click", () => {
+    const box = document.createElement("input");
+    box.type = "text";
+    box.className = "title-input";
+    box.maxLength = 200;
+    box.value = titleButton.textContent;
+    box.setAttribute("aria-label", "Conversation title");
+    titleButton.hidden = true;
+    heading.append(box);
+    box.focus();
+    box.select();
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        const title = box.value.trim();
+        if (title === titleButton.textContent) closeRename();
+        else if (title && send({ type: "conversation.rename", title })) box.dataset.sent = box.value;
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        closeRename();
+        titleButton.focus();
+      }
+    });
+    box.addEventListener("blur", () => {
+      if (!box.dataset.sent) closeRename();
+    });
+  });
 
   // --- the member's actions ----------------------------------------------------------------
   let deleting = null;

@@ -68,5 +68,30 @@ document.addEventListener("click", async (event) => {
     toEnd();
     document.getElementById("message")?.focus({ preventScroll: true });
   });
-  toEnd();
+  // Opened at a search hit: that message, marked, in the middle of the view (and focused, so
+  // the keyboard and a screen reader start there), not the end.
+  const found = transcript.querySelector(".message[data-found]");
+  if (found) {
+    found.scrollIntoView({ block: "center" });
+    found.focus({ preventScroll: true });
+    setFollowing(atEnd());
+  } else {
+    toEnd();
+  }
+})();
+
+// "Delete chat" asks first.
+(() => {
+  const form = document.getElementById("delete-chat");
+  const dialog = document.getElementById("confirm-delete-chat");
+  if (!form || !dialog) return;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    form.closest("details")?.removeAttribute("open"); // the "More" menu closes behind it
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+  dialog.addEventListener("close", () => {
+    if (dialog.returnValue === "delete") form.submit();
+  });
 })();

@@ -1,0 +1,1 @@
+"""Accounts: single sign-on with OpenID Connect (django-allauth) beside the password login."""

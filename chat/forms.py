@@ -35,21 +35,28 @@ class ImportChatsForm(forms.Form):
 
 class ImportCharactersForm(forms.Form):
     """The import's second step: a character (or none) for each character name of the file
-    that matches none the member may see. `names` are those names; `characters` the choices."""
+    that matches none the member may see. `names` are those names; `characters` the choices.
+    With `may_create`, a new character of the member's own by that name is offered too."""
+
+    NEW = "new"
 
     token = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
-    def __init__(self, *args, names: list[str], characters: list, **kwargs) -> None:
+    def __init__(
+        self, *args, names: list[str], characters: list, may_create: bool = False, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.characters = {str(c.pk): c for c in characters}
-        choices = [("", "No character"), *((str(c.pk), c.name) for c in characters)]
+        existing = [(str(c.pk), c.name) for c in characters]
         for index, name in enumerate(names):
+            new = [(self.NEW, f"A new character of mine named {name}")] if may_create else []
             self.fields[f"character_{index}"] = forms.ChoiceField(
                 label=f"Character for the chats with {name}",
-                choices=choices,
+                choices=[("", "No character"), *new, *existing],
                 required=False,
             )
 
     def chosen(self, index: int):
-        """The character chosen for name `index` (None: no character)."""
-        return self.characters.get(self.cleaned_data.get(f"character_{index}") or "")
+        """The character chosen for name `index` (None: no character; `NEW`: create one)."""
+        value = self.cleaned_data.get(f"character_{index}") or ""
+        return self.NEW if value == self.NEW else self.characters.get(value)

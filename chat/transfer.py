@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from characters.models import Character
+from characters.models import Character, Visibility
 from characters.personas import persona_for
 from chat import model_catalog
 from chat.formats import CharacterRef, Chat, ChatMessage, ChatSettings
@@ -143,6 +143,18 @@ def _shown_key(
 
 
 # --- Import ------------------------------------------------------------------------------------
+
+
+def may_create_characters(user) -> bool:
+    """Whether an import may make `user` a character of their own (members may, unless
+    `CHARACTERS_MEMBERS_MAY_IMPORT` is off; staff always may)."""
+    return user.is_staff or settings.CHARACTERS_MEMBERS_MAY_IMPORT
+
+
+def new_character(user, name: str) -> Character:
+    """A character of `user`'s own, seen by nobody else, named as in an imported chat: the
+    member fills in its card later (its page, Edit)."""
+    return Character.objects.create(name=name[:200], owner=user, visibility=Visibility.OWNER)
 
 
 def visible_characters(user) -> list[Character]:

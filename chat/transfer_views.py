@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -237,19 +238,35 @@ def choose_import_characters(request: HttpRequest) -> HttpResponse:
         return redirect("import_chats")
     characters = transfer.visible_characters(request.user)
     plan = _plan(chats, characters)
-    form = ImportCharactersForm(request.POST, names=plan.names, characters=characters)
+    form = ImportCharactersForm(
+        request.POST,
+        names=plan.names,
+        characters=characters,
+        may_create=transfer.may_create_characters(request.user),
+    )
     if not form.is_valid():
         return _characters_page(request, plan, characters, token, found, filename, form, 400)
     chosen = [
         plan.matched[number] if index is None else form.chosen(index)
         for number, index in enumerate(plan.asked)
     ]
+    new_names = {
+        plan.names[index]
+        for index in range(len(plan.names))
+        if form.chosen(index) == ImportCharactersForm.NEW
+    }
     # Claimed before importing: of two submissions at once (a double click, two tabs), the
     # one that removes the file imports it, the other finds it gone.
     if not _forget_pending(request, token):
         messages.error(request, "That upload is no longer here: choose the file again.")
         return redirect("import_chats")
-    return _import(request, found, plan, chosen)
+    with transaction.atomic():  # the new characters and the chats: all or nothing
+        created = {name: transfer.new_character(request.user, name) for name in new_names}
+        chosen = [
+            created[plan.names[index]] if character == ImportCharactersForm.NEW else character
+            for character, index in zip(chosen, plan.asked, strict=True)
+        ]
+        return _import(request, found, plan, chosen)
 
 
 def _import(request, found: str, plan: _Plan, characters: list[Character | None]):
@@ -300,7 +317,10 @@ def _characters_page(
     request, plan, characters, token, found, filename, form=None, status=200
 ) -> HttpResponse:
     form = form or ImportCharactersForm(
-        initial={"token": token}, names=plan.names, characters=characters
+        initial={"token": token},
+        names=plan.names,
+        characters=characters,
+        may_create=transfer.may_create_characters(request.user),
     )
     groups = [
         (name, form[f"character_{index}"], plan.chats_by_name[index])

@@ -247,6 +247,37 @@ def test_a_chat_imported_without_a_character_is_titled_by_the_name_in_the_file(a
     assert (conversation.title, conversation.title_source) == ("Iris", "")
 
 
+def test_the_second_step_can_create_a_character_of_the_members_own(
+    alice_client, alice, bob, settings
+):
+    from characters.models import Character
+
+    data = (FIXTURES / "sillytavern" / "handmade-swipes.jsonl").read_bytes()
+    token = upload(alice_client, data, "Iris.jsonl").context["form"]["token"].value()
+    alice_client.post("/conversations/import/characters/", {"token": token, "character_0": "new"})
+    conversation = newest_conversation(alice)
+    iris = conversation.character
+    assert (iris.name, iris.owner, iris.visibility) == ("Iris", alice, "owner")
+    assert not iris.is_visible_to(bob)
+    assert conversation.title == "Iris"
+
+    # The next Iris chat finds her without asking.
+    upload(alice_client, data, "Iris.jsonl")
+    assert newest_conversation(alice).character == iris
+
+    # Where members may not make characters, the choice is not offered, and refused if sent.
+    iris.delete()
+    settings.CHARACTERS_MEMBERS_MAY_IMPORT = False
+    response = upload(alice_client, data, "Iris.jsonl")
+    assert "new" not in dict(response.context["form"].fields["character_0"].choices)
+    token = response.context["form"]["token"].value()
+    refused = alice_client.post(
+        "/conversations/import/characters/", {"token": token, "character_0": "new"}
+    )
+    assert refused.status_code == 400
+    assert not Character.objects.filter(name="Iris").exists()
+
+
 # --- What a file may not do --------------------------------------------------------------------
 
 

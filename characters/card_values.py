@@ -33,7 +33,8 @@ def json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _clean_text(text: str) -> str:
+def clean_text(text: str) -> str:
+    """Text safe to store: NUL dropped, lone surrogates replaced by U+FFFD."""
     if text.isascii() and "\x00" not in text:
         return text
     return _UNSTORABLE_CHARS.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
@@ -50,10 +51,10 @@ def clean_json_value(value: Any, depth: int = 0) -> Any:
             f"The character data is nested too deeply (more than {MAX_JSON_NESTING} levels)."
         )
     if isinstance(value, str):
-        return _clean_text(value)
+        return clean_text(value)
     if isinstance(value, dict):
         return {
-            _clean_text(str(key)): clean_json_value(item, depth + 1) for key, item in value.items()
+            clean_text(str(key)): clean_json_value(item, depth + 1) for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return [clean_json_value(item, depth + 1) for item in value]

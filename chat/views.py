@@ -174,7 +174,6 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
             "conversation": conv,
             # Not "messages": that name belongs to django.contrib.messages in every template.
             "transcript": rendered,
-            "last_message_id": max((m.pk for m in messages), default=0),
             "streaming": any(m.status == Message.Status.STREAMING for m in messages),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "settings_form": _settings_form(conv),

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+# The card readers' plain-word checks serve chat files too (both Django-free).
+from characters.card_values import clean_text, json_kind
 from chat.formats.model import (
     FIELD_CHARS,
     MAX_JSON_DEPTH,
@@ -28,8 +29,6 @@ _LAST_EPOCH_SECOND = 253_402_300_799
 _MILLISECONDS_ABOVE = 1e11
 # PostgreSQL's integer column (PositiveIntegerField) stops here.
 _MAX_COUNT = 2**31 - 1
-# NUL cannot be stored in PostgreSQL text; lone surrogates cannot be encoded as UTF-8.
-_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 # What json.loads builds for objects and arrays (exactly these types, never subclasses).
 _CONTAINERS = (dict, list)
 
@@ -39,36 +38,6 @@ def format_bytes(size: int) -> str:
     if size >= MIB and size % MIB == 0:
         return f"{size // MIB} MiB"
     return f"{size / MIB:.1f} MiB"
-
-
-def json_kind(value: Any) -> str:
-    """Name a JSON value's type in plain words ("text", "a number", "a list", ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def quote(value: str, limit: int = 40) -> str:
-    """Quote text from a file for a message, cut to a readable length."""
-    shown = value if len(value) <= limit else value[: limit - 1] + "…"
-    return repr(shown)
-
-
-def clean_text(text: str) -> str:
-    """Text safe to store: NUL dropped, lone surrogates replaced by U+FFFD."""
-    if text.isascii() and "\x00" not in text:
-        return text
-    return _UNSTORABLE_CHARS.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
 
 
 def check_size(data: bytes, limit: int, what: str) -> None:

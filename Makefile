@@ -73,7 +73,7 @@ bench: install
 
 # Regenerate the code-highlighting stylesheet from Pygments' styles.
 pygments-css: install
-	$(BIN)/python -c "from chat.rendering import pygments_css; print(pygments_css(), end='')" > static/css/pygments.css
+	$(BIN)/python -c "from serika_web.rendering import pygments_css; print(pygments_css(), end='')" > static/css/pygments.css
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ def store_chat(conversation, messages: int, alternatives: int = 1) -> None:
     each reply has that many siblings in all (regenerated replies); the newest is the shown one.
     """
     from chat.models import Conversation, Message
-    from chat.rendering import render_message
+    from serika_web.rendering import render_message
 
     reply = reply_text(120)
     reply_html = render_message(Message.Role.ASSISTANT, reply)

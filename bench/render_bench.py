@@ -1,6 +1,6 @@
 """Server-side render CPU of a streaming reply: 1,000 vs 20,000 tokens.
 
-Each reply is fed token by token through `chat.rendering.StreamingRenderer.feed` (what the
+Each reply is fed token by token through `serika_web.rendering.StreamingRenderer.feed` (what the
 generation does when it forwards each token at once: the most feed calls a reply can cost), then
 rendered whole by `render_markdown` (what `finish_reply` stores). O(n) means the 20 times longer
 reply costs about 20 times the CPU; the target is at most 25 times.
@@ -32,7 +32,7 @@ KINDS = {"prose": reply_tokens, "code_fence": _code_tokens, "no_blank_line": _no
 
 
 def _render_cpu(tokens: list[str]) -> float:
-    from chat.rendering import StreamingRenderer, render_markdown
+    from serika_web.rendering import StreamingRenderer, render_markdown
 
     start = time.process_time()
     renderer = StreamingRenderer()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.core.files.base import ContentFile
 
-from characters.card_values import json_object, text_list
-from characters.cards import CardError, normalize_character_book
-from characters.images import AvatarError, normalize_avatar
+from cardspec.cards import CardError, normalize_character_book
+from cardspec.images import AvatarError, normalize_avatar
+from cardspec.values import json_object, text_list
 from characters.import_export import check_character_card
 from characters.models import Character, UserPersona
 

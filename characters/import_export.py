@@ -1,4 +1,4 @@
-"""Character <-> card file: the Django side of `characters.cards`.
+"""Character <-> card file: the Django side of `cardspec.cards`.
 
 Every `Card` field has a home on `Character`: most have their own column, and the rest (spec and
 spec_version, the V3 extras without a column, unknown keys) live in `Character.card_extra`, so
@@ -17,7 +17,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils.text import slugify
 
-from characters.cards import (
+from cardspec.cards import (
     MAX_CARD_FILE_BYTES,
     V2_FIELDS,
     Card,
@@ -28,7 +28,7 @@ from characters.cards import (
     read_card_file,
     write_card_png,
 )
-from characters.images import CleanAvatar
+from cardspec.images import CleanAvatar
 from characters.models import Character
 
 # Card fields stored in a Character column of the same name (nickname is handled apart: the

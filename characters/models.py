@@ -6,9 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 
-from characters.cards import Card
-from chat.prompt import PromptCharacter
-from chat.rendering import render_card_text
+from cardspec.cards import Card
+from cardspec.prompt import PromptCharacter
+from serika_web.rendering import render_card_text
 
 
 class Visibility(models.TextChoices):
@@ -169,7 +169,7 @@ class Character(models.Model):
         return self.default_model or settings.SERIKA_DEFAULT_MODEL
 
     def as_prompt_character(self) -> PromptCharacter:
-        """The prompt-relevant fields, for `chat.prompt.build_prompt`; the character's note is
+        """The prompt-relevant fields, for `cardspec.prompt.build_prompt`; the character's note is
         SillyTavern's `extensions.depth_prompt`, passed as stored (the prompt reads it)."""
         extensions = self.extensions if isinstance(self.extensions, dict) else {}
         return PromptCharacter(

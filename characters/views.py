@@ -21,9 +21,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from characters.card_macros import card_text
+from cardspec.images import AvatarError, thumbnail_of_png
+from cardspec.macros import card_text
 from characters.forms import ImportCardsForm, MemberCharacterForm, PersonaForm
-from characters.images import AvatarError, thumbnail_of_png
 from characters.import_export import export_card, import_upload
 from characters.models import Character, UserPersona, Visibility
 from characters.personas import persona_for

@@ -23,15 +23,15 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from characters.card_macros import card_text
+from cardspec.macros import card_text
 from characters.personas import persona_for
 from chat import events
 from chat.access import SocketAccess
 from chat.models import Conversation, Message
-from chat.rendering import StreamingRenderer, render_card_text, render_message
 from chat.reply_requests import PromptInputs, build_request, prompt_inputs
 from chat.tree import Tree, load_tree, path_messages
 from chat.upstream import CompletionRequest
+from serika_web.rendering import StreamingRenderer, render_card_text, render_message
 from usage import models as usage
 from usage.accounting import Charge
 

@@ -25,8 +25,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from chat import presence
 from chat.access import conversation_group, user_group
 from chat.models import Message
-from chat.rendering import message_html
 from serika_web import metrics
+from serika_web.rendering import message_html
 
 log = logging.getLogger(__name__)
 

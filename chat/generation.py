@@ -23,8 +23,8 @@ from chat import actions, events, presence, titles, upstream
 from chat.actions import ReplyOutcome
 from chat.database_health import database_health
 from chat.models import Message
-from chat.rendering import StreamingRenderer
 from serika_web import log_context, metrics
+from serika_web.rendering import StreamingRenderer
 from usage.accounting import Charge, measure
 
 log = logging.getLogger(__name__)

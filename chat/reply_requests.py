@@ -1,5 +1,5 @@
 """What a reply asks the upstream: its history read from the database, the context budget and
-the request built from them by the pure prompt assembly (`chat.prompt`)."""
+the request built from them by the pure prompt assembly (`cardspec.prompt`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from cardspec.prompt import PromptCharacter, Turn, build_prompt
 from characters.personas import persona_for
 from chat.models import Conversation, Message
-from chat.prompt import PromptCharacter, Turn, build_prompt
 from chat.tree import branch_rows
 from chat.upstream import CompletionRequest
 

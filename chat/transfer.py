@@ -9,7 +9,7 @@ Import writes neutral chats as new conversations of the importing member (`impor
 of one file in one transaction. A file never sets ids, owners or another member's anything: rows
 get new ids, the owner is the member, the character is one the member may see (`match_character`
 or the member's own choice), and the rendered HTML is ours, made from the imported text as from
-model text (`chat.rendering`).
+model text (`serika_web.rendering`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from characters.personas import persona_for
 from chat import model_catalog
 from chat.formats import CharacterRef, Chat, ChatMessage, ChatSettings
 from chat.models import Conversation, Message
-from chat.rendering import plain_paragraphs, render_message, sanitize
+from serika_web.rendering import plain_paragraphs, render_message, sanitize
 
 # Conversations fetched per round trip when exporting everything (each one's messages are a
 # query of their own): a member with 10,000 conversations costs 100 of these, never all at once.

@@ -11,15 +11,15 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from characters.card_macros import card_text
+from cardspec.macros import card_text
 from characters.models import Character
 from characters.personas import persona_for
 from chat import actions, conversation_actions, conversation_list, model_catalog, search
 from chat.access import get_conversation_for_user
 from chat.forms import ChatSettingsForm
 from chat.models import Conversation, Message
-from chat.rendering import message_html
 from chat.tree import load_tree, path_messages
+from serika_web.rendering import message_html
 
 
 @require_GET

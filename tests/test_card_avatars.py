@@ -18,8 +18,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from characters.cards import CardError, read_card_file
-from characters.images import THUMBNAIL_SIDE, thumbnail_webp
+from cardspec.cards import CardError, read_card_file
+from cardspec.images import THUMBNAIL_SIDE, thumbnail_webp
 from characters.import_export import export_card, import_card_file
 from characters.models import Character, Visibility
 from chat import actions

@@ -10,8 +10,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from characters.card_charx import ICON_MEMBER
-from characters.cards import (
+from cardspec.cards import (
     MAX_CARD_JSON_BYTES,
     MAX_CHARX_UNCOMPRESSED_BYTES,
     SPEC_V3,
@@ -22,6 +21,7 @@ from characters.cards import (
     read_card_charx,
     write_card_charx,
 )
+from cardspec.charx import ICON_MEMBER
 from tests.card_corpus import (
     PNG_SIGNATURE,
     card_png,
@@ -194,7 +194,7 @@ def test_an_encrypted_card_json_is_refused():
 
 
 def test_an_archive_with_too_many_members_is_refused(monkeypatch):
-    monkeypatch.setattr("characters.card_charx.MAX_CHARX_MEMBERS", 3)
+    monkeypatch.setattr("cardspec.charx.MAX_CHARX_MEMBERS", 3)
 
     with pytest.raises(CardError, match="more than 3 files"):
         read_card_charx(charx({f"assets/other/{i}.txt": b"x" for i in range(4)}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from characters.cards import (
+from cardspec.cards import (
     MAX_CARD_FILE_BYTES,
     SPEC_V2,
     SPEC_V3,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from characters.card_lorebook import (
+from cardspec.cards import CardError, strip_decorators
+from cardspec.lorebook import (
     DEFAULT_INSERTION_ORDER,
     MAX_KEY_CHARS,
     MAX_KEYS_PER_ENTRY,
@@ -29,7 +30,6 @@ from characters.card_lorebook import (
     read_number,
     read_role,
 )
-from characters.cards import CardError, strip_decorators
 from tests.card_corpus import lorebook_entry
 
 # --- strip_decorators ------------------------------------------------------------------------------

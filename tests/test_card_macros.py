@@ -1,4 +1,4 @@
-"""The one card-macro expander (characters/card_macros.py) and the four places that use it.
+"""The one card-macro expander (cardspec/macros.py) and the four places that use it.
 
 The prompt, a new chat's opening greeting, the home page and the character page must show the
 same text for the same card text; they used to disagree on ``<CHAR>`` and ``{{// comments}}``.
@@ -10,10 +10,10 @@ import html
 
 import pytest
 
-from characters.card_macros import card_text, expand_macros
+from cardspec.macros import card_text, expand_macros
+from cardspec.prompt import PromptCharacter, build_prompt
 from characters.models import Character
 from chat import actions
-from chat.prompt import PromptCharacter, build_prompt
 
 TEXT = "Hi {{user}}, I am <CHAR>. {{// note}}<BOT> and <USER>: {{original}} {{Mood}} <b>x</b>"
 EXPECTED = "Hi alice, I am Mira. Mira and alice: {{original}} {{Mood}} <b>x</b>"

@@ -10,8 +10,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from characters.card_png import MAX_ANIMATION_PIXELS
-from characters.cards import (
+from cardspec.cards import (
     MAX_CARD_FILE_BYTES,
     MAX_CARD_TEXT_CHUNK_CHARS,
     MAX_IMAGE_PIXELS,
@@ -27,6 +26,7 @@ from characters.cards import (
     read_card_png,
     write_card_png,
 )
+from cardspec.png import MAX_ANIMATION_PIXELS
 from tests.card_corpus import (
     PNG_SIGNATURE,
     card_png,

@@ -7,7 +7,7 @@ import pytest
 
 from characters.models import Character
 from chat import actions
-from chat.rendering import (
+from serika_web.rendering import (
     CARD_MARKDOWN_MAX_CHARS,
     card_render_counts,
     clear_card_cache,

@@ -18,9 +18,9 @@ import json
 
 import pytest
 
-from characters.card_json import V1_FIELDS
-from characters.card_lorebook import split_keys
-from characters.cards import card_from_dict, card_to_v2_dict, read_card_file
+from cardspec.cards import card_from_dict, card_to_v2_dict, read_card_file
+from cardspec.json_card import V1_FIELDS
+from cardspec.lorebook import split_keys
 from characters.import_export import export_card, import_card_file
 from characters.models import Character
 from tests.card_corpus import (
@@ -150,7 +150,7 @@ def _without_v3_additions(exported: dict, original: dict) -> dict:
     book = original["data"].get("character_book")
     for index, entry in enumerate((book or {}).get("entries", [])):
         if isinstance(entry.get("secondary_keys"), str):
-            # The one known exception: the lorebook reader (`card_lorebook`) turns V3's
+            # The one known exception: the lorebook reader (`cardspec.lorebook`) turns V3's
             # "one comma-separated string" into the list it stands for.
             exported_entry = data["character_book"]["entries"][index]
             assert exported_entry["secondary_keys"] == split_keys(entry["secondary_keys"])

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from characters.cards import (
+from cardspec.cards import (
     EXTENSION_NAMESPACE,
     MAX_CARD_JSON_BYTES,
     SPEC_V1,
@@ -662,7 +662,7 @@ def test_card_error_is_a_value_error():
 
 
 def test_a_null_character_book_exports_back_as_null():
-    from characters.cards import card_from_dict, card_to_v2_dict
+    from cardspec.cards import card_from_dict, card_to_v2_dict
 
     original = {
         "spec": "chara_card_v2",

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from characters.cards import (
+from cardspec.cards import (
     CardError,
     card_from_dict,
     card_to_v2_dict,

@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from characters.cards import CardError
+from cardspec.cards import CardError
 from characters.import_export import import_card_file
 from characters.models import Character
 from tests.card_corpus import card_png, plain_png, to_json_bytes

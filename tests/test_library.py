@@ -11,7 +11,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from characters.cards import card_from_dict, card_to_v3_dict
+from cardspec.cards import card_from_dict, card_to_v3_dict
 from characters.models import Character, Visibility
 from chat.models import Conversation
 from tests.card_corpus import card_png, to_json_bytes, v2_card

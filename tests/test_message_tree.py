@@ -11,9 +11,9 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
+from cardspec.prompt import CONTINUE_NUDGE
 from chat import actions
 from chat.models import Conversation, Message
-from chat.prompt import CONTINUE_NUDGE
 from tests.conftest import store_chain
 from tests.fake_upstream import Reply
 

@@ -1,4 +1,4 @@
-"""Tests for chat.prompt: pure prompt assembly from a character card and a chat history."""
+"""Tests for cardspec.prompt: pure prompt assembly from a character card and a chat history."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from characters.card_lorebook import DEFAULT_INSERTION_ORDER
-from chat.prompt import (
+from cardspec.lorebook import DEFAULT_INSERTION_ORDER
+from cardspec.prompt import (
     CHARS_PER_TOKEN,
     CONTINUE_NUDGE,
     DEFAULT_SCAN_DEPTH,

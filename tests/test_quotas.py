@@ -18,10 +18,10 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
+from cardspec.prompt import Turn
 from chat import actions
 from chat.access import SocketAccess
 from chat.models import Message
-from chat.prompt import Turn
 from chat.reply_requests import PromptInputs
 from tests.conftest import store_chain
 from tests.fake_upstream import Reply

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from chat.rendering import StreamingRenderer, render_markdown
+from serika_web.rendering import StreamingRenderer, render_markdown
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -99,7 +99,7 @@ def test_frozen_blocks_render_once_and_match_the_text_before_the_freeze_point():
 
 def test_streaming_render_work_grows_linearly_with_the_reply(monkeypatch):
     rendered_chars = []
-    import chat.rendering as rendering
+    import serika_web.rendering as rendering
 
     real = rendering.render_markdown
 

@@ -24,7 +24,7 @@ from characters.models import Character, Visibility
 from chat import actions, transfer, transfer_views
 from chat.formats import read_chat_file, read_ours, read_sillytavern
 from chat.models import Conversation, Message
-from chat.rendering import render_message
+from serika_web.rendering import render_message
 from tests.conftest import store_chain
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chats"

@@ -15,9 +15,9 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils import timezone
 
+from cardspec.prompt import count_message_tokens, estimate_tokens
 from chat import actions
 from chat.models import Message
-from chat.prompt import count_message_tokens, estimate_tokens
 from tests.fake_upstream import Reply
 from usage.accounting import Charge
 from usage.models import DailyUsage, Reservation, record

@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from characters.images import normalize_avatar
+from cardspec.images import normalize_avatar
 from characters.models import Character, Visibility
 from chat import actions
 from chat.consumers import CLOSE_NOT_FOUND

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from chat.prompt import (
+from cardspec.prompt import (
     CHARS_PER_TOKEN,
     MESSAGE_OVERHEAD_TOKENS,
     count_message_tokens,

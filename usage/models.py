@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from chat.prompt import estimate_tokens
+from cardspec.prompt import estimate_tokens
 from usage.accounting import (
     Charge,
     Limits,

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-from chat.rendering import render_card_text
+from serika_web.rendering import render_card_text
 
 
 def render_existing_notes(apps, schema_editor):

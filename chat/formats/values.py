@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 # The card readers' plain-word checks serve chat files too (both Django-free).
-from characters.card_values import clean_text, json_kind
+from cardspec.values import clean_text, json_kind
 from chat.formats.model import (
     FIELD_CHARS,
     MAX_JSON_DEPTH,

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from characters.cards import MAX_CARD_FILE_BYTES, CardError
+from cardspec.cards import MAX_CARD_FILE_BYTES, CardError
 from characters.import_export import import_card_file
 
 

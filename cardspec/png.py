@@ -2,7 +2,7 @@
 
 Pillow parses the chunks and checks CRCs (at open for chunks before IDAT, and in `verify()` for
 IDAT up to IEND, which `load()` alone does not check). The picture is decoded once, while the
-text chunks after IDAT are read, and `characters.images` makes the clean avatar PNG and its
+text chunks after IDAT are read, and `cardspec.images` makes the clean avatar PNG and its
 thumbnail from that one decoded frame.
 
 Writing appends `chara` (V2) and `ccv3` (V3) just before IEND, as character card tools do, to a
@@ -23,26 +23,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from characters.card_json import (
-    V2_FIELDS,
-    card_from_dict,
-    card_to_v2_dict,
-    card_to_v3_dict,
-    dump_card_json,
-    parse_card_json,
-)
-from characters.card_model import (
-    DEFAULT_SPEC_VERSION,
-    MAX_CARD_FILE_BYTES,
-    MAX_CARD_TEXT_CHUNK_CHARS,
-    SPEC_V2,
-    SPEC_V3,
-    Card,
-    CardError,
-    check_file_size,
-    format_bytes,
-)
-from characters.images import (
+from cardspec.images import (
     AVATAR_FORMATS,
     MAX_ANIMATION_PIXELS,
     PNG_SIGNATURE,
@@ -54,6 +35,25 @@ from characters.images import (
     is_clean_png,
     open_image,
     png_with_text_chunks,
+)
+from cardspec.json_card import (
+    V2_FIELDS,
+    card_from_dict,
+    card_to_v2_dict,
+    card_to_v3_dict,
+    dump_card_json,
+    parse_card_json,
+)
+from cardspec.model import (
+    DEFAULT_SPEC_VERSION,
+    MAX_CARD_FILE_BYTES,
+    MAX_CARD_TEXT_CHUNK_CHARS,
+    SPEC_V2,
+    SPEC_V3,
+    Card,
+    CardError,
+    check_file_size,
+    format_bytes,
 )
 
 __all__ = [

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from characters.card_model import CardError
-from characters.card_values import (
+from cardspec.model import CardError
+from cardspec.values import (
     boolean,
     json_kind,
     json_object,

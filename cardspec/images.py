@@ -7,7 +7,7 @@ animation frames; every PNG chunk's CRC), decoded once, and from that one decode
 - the **avatar**: a PNG at the image's own size and, where PNG can hold it, in its own mode
   (lossless; JPEG's CMYK and the like become RGB). Re-encoding keeps nothing but the pixels: card
   and other text chunks, EXIF, ICC profiles, later animation frames and bytes hidden after the
-  image are all gone. Card export appends its two chunks to this PNG as it is (`card_png`);
+  image are all gone. Card export appends its two chunks to this PNG as it is (`cardspec.png`);
 - the **thumbnail** for lists (library, home, chat header): a small WebP made from the same
   decoded frame, so an import decodes its picture once.
 
@@ -25,7 +25,7 @@ from io import BytesIO
 
 from PIL import Image, PngImagePlugin
 
-from characters.card_model import MAX_IMAGE_PIXELS, CardError, format_bytes
+from cardspec.model import MAX_IMAGE_PIXELS, CardError, format_bytes
 
 MAX_AVATAR_BYTES = 10 * 1024 * 1024
 """Largest avatar upload in the admin and member forms (card files have their own, larger cap)."""

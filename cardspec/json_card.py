@@ -11,12 +11,12 @@ import copy
 import json
 from typing import Any
 
-from characters.card_lorebook import (
+from cardspec.lorebook import (
     character_book_for_v2,
     character_book_for_v3,
     normalize_character_book,
 )
-from characters.card_model import (
+from cardspec.model import (
     DEFAULT_SPEC_VERSION,
     MAX_CARD_JSON_BYTES,
     SPEC_V1,
@@ -26,7 +26,7 @@ from characters.card_model import (
     CardError,
     format_bytes,
 )
-from characters.card_values import (
+from cardspec.values import (
     clean_json_value,
     json_kind,
     json_object,

@@ -4,12 +4,12 @@
 name); `card_to_v2_dict()`, `card_to_v3_dict()`, `write_card_png()` and `write_card_charx()`
 export. The work is done in small Django-free modules:
 
-- `card_model`: the `Card` dataclass, `CardError`, spec names and size limits;
-- `card_values`: type checks for JSON values, with end-user messages;
-- `card_lorebook`: lorebook normalisation and `strip_decorators()`;
-- `card_json`: V1/V2/V3 objects <-> `Card`;
-- `card_png`: PNG text chunks;
-- `card_charx`: CHARX zips;
+- `model`: the `Card` dataclass, `CardError`, spec names and size limits;
+- `values`: type checks for JSON values, with end-user messages;
+- `lorebook`: lorebook normalisation and `strip_decorators()`;
+- `json_card`: V1/V2/V3 objects <-> `Card`;
+- `png`: PNG text chunks;
+- `charx`: CHARX zips;
 - `images`: avatar pictures, decoded once and re-encoded, and their list thumbnails (Pillow).
 """
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from characters.card_charx import read_card_charx, write_card_charx
-from characters.card_json import (
+from cardspec.charx import read_card_charx, write_card_charx
+from cardspec.images import CleanAvatar
+from cardspec.json_card import (
     V2_FIELDS,
     card_from_dict,
     card_from_json,
@@ -27,8 +28,8 @@ from characters.card_json import (
     card_to_v3_dict,
     dump_card_json,
 )
-from characters.card_lorebook import normalize_character_book, strip_decorators
-from characters.card_model import (
+from cardspec.lorebook import normalize_character_book, strip_decorators
+from cardspec.model import (
     EXTENSION_NAMESPACE,
     MAX_CARD_FILE_BYTES,
     MAX_CARD_JSON_BYTES,
@@ -45,14 +46,13 @@ from characters.card_model import (
     check_file_size,
     extension_key,
 )
-from characters.card_png import (
+from cardspec.png import (
     PNG_SIGNATURE,
     clean_avatar_image,
     default_avatar_png,
     read_card_png,
     write_card_png,
 )
-from characters.images import CleanAvatar
 
 __all__ = [
     "EXTENSION_NAMESPACE",

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from characters.card_model import MAX_JSON_NESTING, CardError
+from cardspec.model import MAX_JSON_NESTING, CardError
 
 # NUL cannot be stored in PostgreSQL text; lone surrogates cannot be encoded as UTF-8.
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")

@@ -75,7 +75,7 @@ class Card:
 
     Every field of V2 and V3 `data` is typed here. V3-only optional fields use None for
     "absent from the card" so that exporting gives back exactly what came in.
-    `character_book` is the normalised lorebook dict (see `card_lorebook`), which keeps unknown
+    `character_book` is the normalised lorebook dict (see `cardspec.lorebook`), which keeps unknown
     keys of the book and of each entry. What we do not understand lives in `unknown_data`
     (keys inside `data`) and `unknown_top_level` (keys beside `spec`/`data`), and is written back
     on export; `unknown_data` also remembers known fields the card gave as `null`, which export

@@ -4,7 +4,7 @@ Pure module: no Django, no I/O, deterministic. It implements the prompt-relevant
 Character Card V2/V3 specs (malfoyslastname/character-card-spec-v2 ``spec_v2.md``,
 kwaroran/character-card-spec-v3 ``SPEC_V3.md``) and follows SillyTavern's Chat Completion
 assembly where the specs leave room. The card rules it reads (decorators, lenient values, entry
-placement) live in ``characters.card_lorebook``; docs/prompt-rules.md lists every rule and where
+placement) live in ``cardspec.lorebook``; docs/prompt-rules.md lists every rule and where
 we deliberately differ from SillyTavern.
 
 Message layout produced by :func:`build_prompt` (with a character):
@@ -59,7 +59,7 @@ from typing import Any
 
 import regex
 
-from characters.card_lorebook import (
+from cardspec.lorebook import (
     AFTER_CHAR,
     AFTER_DESC,
     AT_DEPTH,
@@ -79,7 +79,7 @@ from characters.card_lorebook import (
     read_role,
     split_keys,
 )
-from characters.card_macros import expand_macros, normalize_newlines
+from cardspec.macros import expand_macros, normalize_newlines
 
 DEFAULT_SYSTEM_PROMPT = (
     "Write {{char}}'s next reply in a fictional chat between {{char}} and {{user}}. "
@@ -607,7 +607,7 @@ def read_character_note(value: Any) -> CharacterNote | None:
     """SillyTavern's character's note from a card's `extensions.depth_prompt`, read leniently.
 
     ``{prompt, depth, role}``: used when `prompt` is non-blank text; `depth` defaults to 4 (see
-    :func:`characters.card_lorebook.read_depth`), `role` ("system"/"user"/"assistant", any case,
+    :func:`cardspec.lorebook.read_depth`), `role` ("system"/"user"/"assistant", any case,
     or 0/1/2) to system; older cards have no `role`.
     """
     if not isinstance(value, Mapping):

@@ -12,8 +12,9 @@ import zlib
 from io import BytesIO
 from typing import Any
 
-from characters.card_json import card_from_json, card_to_v3_dict, dump_card_json
-from characters.card_model import (
+from cardspec.images import CleanAvatar, read_avatar
+from cardspec.json_card import card_from_json, card_to_v3_dict, dump_card_json
+from cardspec.model import (
     MAX_CARD_FILE_BYTES,
     MAX_CARD_JSON_BYTES,
     MAX_CHARX_MEMBERS,
@@ -23,8 +24,7 @@ from characters.card_model import (
     check_file_size,
     format_bytes,
 )
-from characters.card_png import clean_avatar_image, default_avatar_png
-from characters.images import CleanAvatar, read_avatar
+from cardspec.png import clean_avatar_image, default_avatar_png
 
 CARD_MEMBER = "card.json"
 ICON_MEMBER = "assets/icon/images/main.png"

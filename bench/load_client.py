@@ -5,8 +5,10 @@ microseconds and it can be measured apart from the app.
     python -m bench.load_client SPEC.json RESULT.json
 
 SPEC "mode" is "relay" (N websockets to the app: connect all, warm up, a set-up probe burst of
-one-token replies, then the main burst, each burst sent all at once and read to the end) or
-"direct" (the same N streams read straight from the fake upstream). Timestamps are taken when
+one-token replies, then the main burst, each burst sent all at once and read to the end; with
+"browser", each member first starts the chat from the home page and syncs as the page does,
+bench/browser.py), "login" (every member logs in with the login form) or "direct" (the same N
+streams read straight from the fake upstream). Timestamps are taken when
 bytes reach the process (data_received), with time.perf_counter.
 """
 
@@ -22,6 +24,8 @@ import resource
 import sys
 import time
 
+from bench import browser as browser_steps
+from bench.browser import for_each
 from bench.common import cpu_both, read_counters, system_busy_seconds
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -110,6 +114,7 @@ class WebSocket(asyncio.Protocol):
         self.opened = loop.create_future()
         self.fragments: list[bytes] = []
         self.reply: Reply | None = None
+        self.synced: asyncio.Future | None = None
         self.close_code = None
         key = base64.b64encode(os.urandom(16))
         self.accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324
@@ -193,6 +198,9 @@ class WebSocket(asyncio.Protocol):
     def on_text(self, payload: bytes, now: float) -> None:
         reply = self.reply
         if reply is None:
+            synced = self.synced
+            if synced is not None and not synced.done() and b'"conversation.sync"' in payload:
+                synced.set_result(now)
             return
         frame = json.loads(payload)
         kind = frame["type"]
@@ -355,6 +363,19 @@ async def run_relay(spec: dict) -> dict:
                 return None
 
     result: dict = {"mode": "relay", "n": len(targets)}
+    browser = spec.get("browser", False)
+    if browser:
+        # What a member's browser does first: the home page, its form, the chat page.
+        warm_pages, warm_errors, _ = await for_each(spec.get("warm", []), _start_chat, 4)
+        errors.extend(warm_errors)
+        spec["warm"] = _opened_pages(spec.get("warm", []), warm_pages)
+        with Phase(spec) as phase:
+            pages, page_errors, durations = await for_each(
+                targets, _start_chat, spec.get("connect_concurrency", 32)
+            )
+        errors.extend(page_errors)
+        result["start"] = {**phase.summary(), "seconds": sorted(durations)}
+        targets = _opened_pages(targets, pages)
     # Warm-up: one short exchange per app process, not measured (imports, first queries).
     warm = [await open_socket(-1, t) for t in spec.get("warm", [])]
     warm = [w for w in warm if w is not None]
@@ -377,6 +398,18 @@ async def run_relay(spec: dict) -> dict:
         else:
             sockets.append(ws)
     result["connected"] = len(sockets)
+    if browser:
+        # The page's first frame after connecting: the tab asks for what it lacks.
+        with Phase(spec) as phase:
+            for ws in sockets:
+                ws.synced = loop.create_future()
+                ws.send_text(json.dumps(ws.target["sync"]))
+            await asyncio.wait([ws.synced for ws in sockets], timeout=60)
+        result["sync"] = phase.summary()
+        for ws in sockets:
+            if not ws.synced.done():
+                errors.append(f"socket {ws.index}: no conversation.sync")
+        sockets = [ws for ws in sockets if ws.synced.done()]
 
     timeout = spec["timeout"]
     with Phase(spec) as phase:
@@ -545,6 +578,34 @@ async def run_direct(spec: dict) -> dict:
     }
 
 
+async def _start_chat(target: dict) -> dict:
+    return await browser_steps.start_chat(target, target["character"])
+
+
+def _opened_pages(targets: list[dict], pages: list) -> list[dict]:
+    """The targets whose chat started, each given its socket path, cookies and sync frame."""
+    for target, page in zip(targets, pages, strict=True):
+        if page is not None:
+            target.update(page)
+    return [target for target, page in zip(targets, pages, strict=True) if page is not None]
+
+
+async def run_login(spec: dict) -> dict:
+    """Every member logs in with the login form: their session cookies, in target order."""
+
+    async def log_in(target: dict) -> dict:
+        return await browser_steps.log_in(target, target["username"], target["password"])
+
+    with Phase(spec) as phase:
+        cookies, errors, durations = await for_each(spec["targets"], log_in, 16)
+    return {
+        "mode": "login",
+        "cookies": cookies,
+        "errors": errors,
+        "phase": {**phase.summary(), "seconds": sorted(durations)},
+    }
+
+
 def main() -> None:
     spec_path, result_path = sys.argv[1], sys.argv[2]
     with open(spec_path) as f:
@@ -555,7 +616,8 @@ def main() -> None:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    coro = run_relay(spec) if spec["mode"] == "relay" else run_direct(spec)
+    runs = {"relay": run_relay, "direct": run_direct, "login": run_login}
+    coro = runs[spec["mode"]](spec)
     result = runner(coro)
     with open(result_path, "w") as f:
         json.dump(result, f)

@@ -23,10 +23,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 
+from bench import browser
 from bench.common import percentile
 from bench.run import free_port, stop, wait_port
 
@@ -35,41 +37,26 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
-async def open_chat(client: httpx.AsyncClient, base_url: str, character_id: int) -> float:
-    """One member opens a chat as a browser would; returns the seconds it took. Raises
-    AssertionError (with the status and the start of the body) on any unexpected answer."""
-    start = time.perf_counter()
-    home = await client.get(f"{base_url}/")
-    assert home.status_code == 200, f"home: {home.status_code} {home.text[:200]!r}"
-    created = await client.post(
-        f"{base_url}/conversations/new/",
-        data={"character": str(character_id)},
-        headers={"X-CSRFToken": client.cookies["csrftoken"]},
-    )
-    location = created.headers.get("location", "")
-    assert created.status_code == 302 and location.startswith("/conversations/"), (
-        f"new chat: {created.status_code} {created.text[:200]!r}"
-    )
-    page = await client.get(f"{base_url}{location}")
-    assert page.status_code == 200, f"chat page: {page.status_code} {page.text[:200]!r}"
-    return time.perf_counter() - start
-
-
 async def open_chats(
     members: list[tuple[str, str, str]], character_id: int
 ) -> tuple[list[float], list[str]]:
     """Every member (base URL, session cookie name, value) opens a chat at the same moment.
     Returns the durations of those that succeeded and the errors of the others."""
-    timeout = httpx.Timeout(120.0)
-    limits = httpx.Limits(max_connections=1)
 
     async def one(base_url: str, name: str, value: str) -> float | str:
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            client.cookies.set(name, value)
-            try:
-                return await open_chat(client, base_url, character_id)
-            except (AssertionError, httpx.HTTPError) as exc:
-                return f"{type(exc).__name__}: {exc}"
+        address = urlsplit(base_url)
+        target = {
+            "host": address.hostname,
+            "port": address.port,
+            "origin": base_url,
+            "cookies": {name: value},
+        }
+        start = time.perf_counter()
+        try:
+            await browser.start_chat(target, character_id)
+        except (browser.BrowserError, httpx.HTTPError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return time.perf_counter() - start
 
     results = await asyncio.gather(*(one(*member) for member in members))
     durations = [r for r in results if isinstance(r, float)]

@@ -36,6 +36,7 @@ CONTENT = "Tell me how the relay works."
 PROBE = "[[bench tokens=1]] probe"
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
+BENCH_PASSWORD = "bench-password-not-secret"
 
 
 def _raise_priority() -> None:
@@ -143,9 +144,40 @@ def setup_django(env: dict[str, str], source: Path) -> None:
     call_command("collectstatic", verbosity=0, interactive=False)
 
 
+def create_members(n: int) -> list[dict]:
+    """n members who log in with a password (`BENCH_PASSWORD`), as the browser-like client
+    does: their usernames. One hash for all, made once (each costs ~0.3 s of CPU)."""
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import User
+    from django.utils.crypto import get_random_string
+
+    stamp = get_random_string(6).lower()
+    password = make_password(BENCH_PASSWORD)
+    users = User.objects.bulk_create(
+        [User(username=f"member-{stamp}-{i}", password=password) for i in range(n)]
+    )
+    return [{"username": user.username, "password": BENCH_PASSWORD} for user in users]
+
+
+def create_character() -> int:
+    """The character every member chats with in the browser-like runs: a short card with a
+    greeting, as an admin would add it (the prompt then has a system message)."""
+    from characters.models import Character, Visibility
+
+    character = Character.objects.create(
+        name="Bench",
+        description="{{char}} explains how software works, briefly and precisely.",
+        personality="patient, exact",
+        scenario="{{user}} asks {{char}} about a web application.",
+        first_mes="Hello {{user}}, what shall we look at?",
+        visibility=Visibility.EVERYONE,
+    )
+    return character.pk
+
+
 def create_users(n: int) -> list[tuple[int, str]]:
     """n users with sessions: (user id, session cookie value). Passwords are unusable, sessions
-    are written as django.contrib.auth.login writes them."""
+    are written as django.contrib.auth.login writes them (the lean client's way)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import User
@@ -264,7 +296,15 @@ def stop_apps(apps: list[dict]) -> None:
         app["log"].close()
 
 
-def one_run(args, env, tmp, fake, users, warm_users, n: int, run: int) -> dict:
+def app_address(app: dict) -> dict:
+    return {
+        "host": "127.0.0.1",
+        "port": app["port"],
+        "origin": f"http://{ORIGIN_HOST}:{app['port']}",
+    }
+
+
+def one_run(args, env, tmp, fake, users, warm_users, character, n: int, run: int) -> dict:
     tag = f"n{n}-r{run}"
     expected = reply_text(args.tokens)
     probe_expected = reply_text(1)
@@ -308,9 +348,10 @@ def one_run(args, env, tmp, fake, users, warm_users, n: int, run: int) -> dict:
         }
 
     # 2. The relay: a fresh app process (two in services mode).
-    conv_ids = create_conversations([uid for uid, _ in users[:n]])
-    warm_convs = create_conversations([uid for uid, _ in warm_users])
-    close_db()
+    if args.client == "lean":
+        conv_ids = create_conversations([uid for uid, _ in users[:n]])
+        warm_convs = create_conversations([uid for uid, _ in warm_users])
+        close_db()
     if args.quiet_wait:
         wait_quiet(args.quiet_below, args.quiet_wait)
     apps = start_apps(args, env, tmp, tag)
@@ -319,17 +360,27 @@ def one_run(args, env, tmp, fake, users, warm_users, n: int, run: int) -> dict:
         def target(i: int, conv: int, cookie: str) -> dict:
             app = apps[i % len(apps)]
             return {
-                "host": "127.0.0.1",
-                "port": app["port"],
+                **app_address(app),
                 "path": f"/ws/conversations/{conv}/",
-                "origin": f"http://{ORIGIN_HOST}:{app['port']}",
                 "cookie": f"sessionid={cookie}",
             }
 
+        def member(i: int, cookies: dict) -> dict:
+            # A member's browser, its session from the login phase, on app i % 2 like its
+            # login: the chat page's socket goes to the process that served the page.
+            return {**app_address(apps[i % len(apps)]), "cookies": cookies, "character": character}
+
+        if args.client == "lean":
+            targets = [target(i, conv_ids[i], users[i][1]) for i in range(n)]
+            warm = [target(k, warm_convs[k], warm_users[k][1]) for k in range(len(apps))]
+        else:
+            targets = [member(i, users[i]) for i in range(n)]
+            warm = [member(k, warm_users[k]) for k in range(len(apps))]
         spec = {
             "mode": "relay",
-            "targets": [target(i, conv_ids[i], users[i][1]) for i in range(n)],
-            "warm": [target(k, warm_convs[k], warm_users[k][1]) for k in range(len(apps))],
+            "browser": args.client == "browser",
+            "targets": targets,
+            "warm": warm,
             "warm_content": PROBE,
             "warm_expected": probe_expected,
             "probe_content": PROBE,
@@ -368,6 +419,32 @@ def one_run(args, env, tmp, fake, users, warm_users, n: int, run: int) -> dict:
     relay["missing_reply_ids"] = n - len(main_ids)
     close_db()
     return summarize(args, n, direct, relay)
+
+
+def log_in_members(args, env, tmp: Path, members: list[dict]) -> list[dict]:
+    """Every member logs in with the login form, once, before the runs (app processes of
+    their own): their session cookies. Member i uses app i % 2, as in the runs."""
+    apps = start_apps(args, env, tmp, "login")
+    try:
+        started = time.perf_counter()
+        spec = {
+            "mode": "login",
+            "targets": [
+                {**app_address(apps[i % len(apps)]), **member} for i, member in enumerate(members)
+            ],
+            "app_pids": [a["proc"].pid for a in apps],
+        }
+        result = run_client(spec, tmp, "login", 60 + 2 * len(members))
+    finally:
+        stop_apps(apps)
+    if result["errors"]:
+        raise SystemExit(f"login failed: {result['errors'][:5]}")
+    phase = result["phase"]
+    log(
+        f"{len(members)} members logged in in {time.perf_counter() - started:.1f} s, app CPU "
+        f"{1000 * phase['app_cpu_stat_s'] / len(members):.0f} ms per login"
+    )
+    return result["cookies"]
 
 
 # --- py-spy -------------------------------------------------------------------------------------
@@ -502,6 +579,12 @@ def summarize(args, n: int, direct: dict, relay: dict) -> dict:
         "resyncs": sum(x.get("resyncs", 0) for x in main["replies"]),
         "wall_s": main["wall_s"],
     }
+    if "start" in relay:  # the browser-like client: home page, its form, the chat page
+        start = relay["start"]
+        out["chat_start_s_p50"] = percentile(start["seconds"], 50)
+        out["chat_start_s_p99"] = percentile(start["seconds"], 99)
+        out["app_cpu_ms_per_chat_start"] = start["app_cpu_sched_s"] / n * 1000
+        out["app_cpu_ms_per_sync"] = relay["sync"]["app_cpu_sched_s"] / n * 1000
     return out
 
 
@@ -624,6 +707,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-delay", type=float, default=0.05)
     parser.add_argument("--mode", choices=("embedded", "services"), default="embedded")
     parser.add_argument(
+        "--client",
+        choices=("browser", "lean"),
+        default="browser",
+        help="browser: members log in and start chats over HTTP and sync as the page does; "
+        "lean: sessions and chats written by the ORM, sockets only (the old bench)",
+    )
+    parser.add_argument(
         "--asgi",
         default="bench.app:application",
         help="the ASGI app daphne serves; serika_web.asgi:application skips the DB-write counter",
@@ -722,9 +812,17 @@ def main(argv: list[str] | None = None) -> int:
         args.source, args.source_desc = app_source(args, tmp)
         log(f"mode {args.mode}; app {args.source_desc}; fake upstream on {fake.port}; temp {tmp}")
         setup_django(env, Path(args.source))
-        users = create_users(max(levels, default=1))
-        warm_users = create_users(2)
-        close_db()
+        character = None
+        if args.client == "lean":
+            users = create_users(max(levels, default=1))
+            warm_users = create_users(2)
+            close_db()
+        else:
+            character = create_character()
+            members = create_members(max(levels, default=1) + 2)
+            close_db()
+            cookies = log_in_members(args, env, tmp, members)
+            users, warm_users = cookies[2:], cookies[:2]
         results = {"args": vars(args), "levels": {}, "extras": {}}
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -743,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for run in range(args.runs):
                 for attempt in range(args.retries + 1):
-                    x = one_run(args, env, tmp, fake, users, warm_users, n, run)
+                    x = one_run(args, env, tmp, fake, users, warm_users, character, n, run)
                     foreign = x.get("foreign_cpu_share", 0) or 0
                     x["attempt"] = attempt
                     if foreign <= args.max_foreign or attempt == args.retries:
@@ -771,6 +869,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{_f(x['app_rss_peak_mb'], 0)} MB, tok/s {_f(x['relay']['tokens_per_s'], 0)}"
                     f"/{_f(x['direct']['tokens_per_s'], 0)}, foreign CPU "
                     f"{_f(100 * x['foreign_cpu_share'], 0)} % of a core"
+                    + (
+                        f"; chat start p50/p99 {_f(x['chat_start_s_p50'], 2)}/"
+                        f"{_f(x['chat_start_s_p99'], 2)} s, {_f(x['app_cpu_ms_per_chat_start'])} "
+                        f"ms CPU each"
+                        if "chat_start_s_p50" in x
+                        else ""
+                    )
                 )
                 if collapsed:
                     log(f"N={n}: more than half the replies failed; no more runs or levels")

@@ -21,6 +21,9 @@ reproduce the measurements that led to them, and to show what layer no longer bu
 
 - redis_no_timeout: the Redis channel layer's connections get no socket timeout, so redis-py
   sends each command without `asyncio.wait_for` (and the task it creates per command).
+- network=httpx: the upstream client on httpx's own transport (httpcore's anyio network backend,
+  unlimited connections kept 30 s like ours) instead of `chat.upstream_network.PooledTransport`:
+  what the asyncio backend still buys.
 - switch=SECONDS: `sys.setswitchinterval(SECONDS)` (Python's default is 0.005).
 - batching=THRESHOLD:SECONDS_PER_STREAM:MAX_WINDOW: other constants for the generation's
   adaptive batching (`chat.generation.BATCHING_*`).
@@ -67,6 +70,19 @@ for item in WHATIF:
         generation.BATCHING_THRESHOLD = int(threshold)
         generation.BATCHING_SECONDS_PER_STREAM = float(per_stream)
         generation.BATCHING_MAX_WINDOW = float(max_window)
+
+if "network=httpx" in WHATIF:
+    import httpx
+
+    from chat import upstream
+
+    def _httpx_transport(*, keepalive_expiry=None, **_):
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=keepalive_expiry
+        )
+        return httpx.AsyncHTTPTransport(limits=limits)
+
+    upstream.PooledTransport = _httpx_transport
 
 _RELAY_EVENTS = {"message.delta", "message.created", "message.done", "reply.snapshot"}
 

@@ -4,8 +4,9 @@
 both import from here; nothing here imports Django or either app, so the card rules cannot be
 written twice or drift apart:
 
-- `cards`: reading and writing card files (PNG, JSON, CHARX), the import point for the app;
-- `model`, `values`, `json_card`, `png`, `charx`, `images`: what `cards` is built from;
+- `cards`: reading card files (PNG, JSON, CHARX, WebP) and writing them (PNG, JSON, CHARX), the
+  import point for the app;
+- `model`, `values`, `json_card`, `png`, `charx`, `webp`, `images`: what `cards` is built from;
 - `macros`: the one `{{char}}`/`{{user}}` expander;
 - `lorebook`: lorebook normalisation, V3 decorators, lenient value readers, entry placement;
 - `prompt`: turning a persona and a chat history into Chat Completions messages.

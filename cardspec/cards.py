@@ -1,8 +1,8 @@
 """Character cards: the one place the rest of the app imports from.
 
-`read_card_file()` reads an uploaded PNG, JSON or CHARX card (recognised by content, not by
-name); `card_to_v2_dict()`, `card_to_v3_dict()`, `write_card_png()` and `write_card_charx()`
-export. The work is done in small Django-free modules:
+`read_card_file()` reads an uploaded PNG, JSON, CHARX or (TavernAI's) WebP card (recognised by
+content, not by name); `card_to_v2_dict()`, `card_to_v3_dict()`, `write_card_png()` and
+`write_card_charx()` export. The work is done in small Django-free modules:
 
 - `model`: the `Card` dataclass, `CardError`, spec names and size limits;
 - `values`: type checks for JSON values, with end-user messages;
@@ -10,6 +10,7 @@ export. The work is done in small Django-free modules:
 - `json_card`: V1/V2/V3 objects <-> `Card`;
 - `png`: PNG text chunks;
 - `charx`: CHARX zips;
+- `webp`: WebP cards as TavernAI wrote them (read only);
 - `images`: avatar pictures, decoded once and re-encoded, and their list thumbnails (Pillow).
 """
 
@@ -53,6 +54,7 @@ from cardspec.png import (
     read_card_png,
     write_card_png,
 )
+from cardspec.webp import is_webp, read_card_webp
 
 __all__ = [
     "EXTENSION_NAMESPACE",
@@ -83,12 +85,13 @@ __all__ = [
     "read_card_charx",
     "read_card_file",
     "read_card_png",
+    "read_card_webp",
     "strip_decorators",
     "write_card_charx",
     "write_card_png",
 ]
 
-CardFormat = Literal["png", "json", "charx"]
+CardFormat = Literal["png", "json", "charx", "webp"]
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 _OTHER_IMAGES = (
     (b"\xff\xd8\xff", "a JPEG image"),
@@ -104,7 +107,8 @@ class ImportedCard:
     card: Card
     avatar: CleanAvatar | None
     """The card's picture, decoded once: a clean PNG at its own size and mode, and its list
-    thumbnail. None for JSON cards and CHARX files without an icon."""
+    thumbnail (a WebP card's picture too). None for JSON cards and CHARX files without an
+    icon."""
     warnings: list[str] = field(default_factory=list)
     """Notes for the user: newer spec version, differing PNG copies, assets not imported, ..."""
     source_format: CardFormat = "json"
@@ -122,21 +126,24 @@ def _looks_like_json(data: bytes) -> bool:
 
 def _unknown_format(data: bytes, filename: str) -> CardError:
     kind = next((name for magic, name in _OTHER_IMAGES if data.startswith(magic)), None)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        kind = "a WebP image"
     if kind is not None:
-        return CardError(f"This file is {kind}; character cards must be PNG, JSON or CHARX files.")
+        return CardError(
+            f"This file is {kind}; character cards must be PNG, JSON, CHARX or WebP files."
+        )
     if filename.lower().endswith(".json"):
         return CardError("The file is named .json but does not contain a JSON object.")
-    return CardError("This file is not a character card (expected a PNG, JSON or CHARX file).")
+    return CardError(
+        "This file is not a character card (expected a PNG, JSON, CHARX or WebP file)."
+    )
 
 
 def read_card_file(data: bytes, filename: str = "") -> ImportedCard:
     """Read an uploaded card file of any supported kind.
 
-    The format is recognised from the content (PNG signature, zip signature, JSON object), so a
-    misnamed file still works; `filename` only improves the error message and never becomes a
-    path. Raises `CardError` (a ValueError) with an end-user message for anything unreadable.
+    The format is recognised from the content (PNG signature, zip signature, RIFF/WEBP header,
+    JSON object), so a misnamed file still works; `filename` only improves the error message and
+    never becomes a path. Raises `CardError` (a ValueError) with an end-user message for anything
+    unreadable.
     """
     if not data:
         raise CardError("The file is empty.")
@@ -148,6 +155,9 @@ def read_card_file(data: bytes, filename: str = "") -> ImportedCard:
     if data.startswith(_ZIP_SIGNATURES):
         card, icon = read_card_charx(data, warnings)
         return ImportedCard(card, icon, warnings, "charx")
+    if is_webp(data):
+        card, avatar = read_card_webp(data, warnings)
+        return ImportedCard(card, avatar, warnings, "webp")
     if _looks_like_json(data):
         card = card_from_json(data, warnings)
         return ImportedCard(card, None, warnings, "json")

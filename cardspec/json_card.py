@@ -28,6 +28,7 @@ from cardspec.model import (
 )
 from cardspec.values import (
     clean_json_value,
+    is_number,
     json_kind,
     json_object,
     optional_text,
@@ -44,7 +45,6 @@ V2_TEXT_FIELDS = (
     "system_prompt",
     "post_history_instructions",
     "creator",
-    "character_version",
 )
 V2_FIELDS = (
     *V1_FIELDS,
@@ -93,11 +93,23 @@ def _date(value: Any, name: str) -> int | float | str | None:
     them round-trips unchanged rather than being converted or refused. Only values that are
     no date at all (lists, objects, booleans) are refused; NaN never gets this far.
     """
-    if value is None or isinstance(value, str):
+    if value is None or isinstance(value, str) or is_number(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CardError(f"{_field(name)} must be a Unix time or text, not {json_kind(value)}.")
-    return value
+    raise CardError(f"{_field(name)} must be a Unix time or text, not {json_kind(value)}.")
+
+
+def _number_text(value: int | float) -> str:
+    """A JSON number as its JSON text ("1.2", "2")."""
+    return json.dumps(value)
+
+
+def _character_version(value: Any) -> str:
+    """`character_version` as text. V2 says text, but cards in the wild give a number (`1.2`;
+    older RisuAI versions wrote one): it reads as its JSON text, and `_card_from_data` keeps the
+    number so that export writes it back (issue 14 leftovers)."""
+    if is_number(value):
+        return _number_text(value)
+    return text(value, _field("character_version"))
 
 
 def _assets(value: Any) -> list[dict[str, Any]] | None:
@@ -126,11 +138,15 @@ def _multilingual(value: Any) -> dict[str, str] | None:
 # Fields whose `null` reads as their empty value, yet is written back as `null` while the field
 # stays empty: a JSON round trip keeps every value as given.
 _NULLABLE_FIELDS = (*V2_FIELDS, *V3_ONLY_FIELDS)
+# Text fields that may be given as a number, kept as given the same way while the text stands
+# for that number.
+_NUMERIC_TEXT_FIELDS = ("character_version",)
 
 
 def _card_from_data(data: dict[str, Any], spec: str, spec_version: str | int | float) -> Card:
     """Build a card from a V2/V3 `data` object (V3-only fields are read whatever the spec says)."""
     fields: dict[str, Any] = {name: text(data.get(name), _field(name)) for name in V2_TEXT_FIELDS}
+    fields["character_version"] = _character_version(data.get("character_version"))
     for name in ("alternate_greetings", "tags", "group_only_greetings"):
         fields[name] = text_list(data.get(name), _field(name))
     fields["extensions"] = json_object(data.get("extensions"), _field("extensions"))
@@ -148,6 +164,9 @@ def _card_from_data(data: dict[str, Any], spec: str, spec_version: str | int | f
             # among the unknown keys and written back while the field has no value (an export
             # of a value overwrites it), so such cards export back equal.
             unknown[name] = None
+    for name in _NUMERIC_TEXT_FIELDS:
+        if is_number(data.get(name)):
+            unknown[name] = data[name]  # the same way: see `_kept_as_given`
     return Card(**fields, spec=spec, spec_version=spec_version, unknown_data=unknown)
 
 
@@ -177,7 +196,7 @@ def _spec_version(raw: Any, spec: str, warnings: list[str]) -> str | int | float
     default = DEFAULT_SPEC_VERSION[spec]
     if raw is None:
         return default
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+    if not (isinstance(raw, str) or is_number(raw)):
         raise CardError(f"The card's 'spec_version' must be text, not {json_kind(raw)}.")
     version = raw.strip() if isinstance(raw, str) else str(raw)
     try:
@@ -276,9 +295,17 @@ def _refuse_constant(name: str) -> Any:
     raise CardError(f"The character data contains {name}, which JSON does not allow.")
 
 
-def _is_kept_null(data: dict[str, Any], name: str, value: Any) -> bool:
-    """Whether the card gave `name` as null and it is still empty (see `_NULLABLE_FIELDS`)."""
-    return name in data and data[name] is None and value in ("", [], {}, None)
+def _kept_as_given(data: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether the card gave the known field `name` in a form the `Card` does not hold, kept in
+    `data` (its unknown keys), and `value` still stands for it: null while the field is empty
+    (`_NULLABLE_FIELDS`), or a number its text still spells (`_NUMERIC_TEXT_FIELDS`). Export then
+    writes back the form the card gave; an edited value overwrites it."""
+    if name not in data:
+        return False
+    given = data[name]
+    if given is None:
+        return value in ("", [], {}, None)
+    return name in _NUMERIC_TEXT_FIELDS and is_number(given) and _number_text(given) == value
 
 
 def _common_data(card: Card) -> dict[str, Any]:
@@ -286,7 +313,7 @@ def _common_data(card: Card) -> dict[str, Any]:
     data = copy.deepcopy(card.unknown_data)
     for name in V2_FIELDS:
         value = getattr(card, name)
-        if name != "character_book" and not _is_kept_null(data, name, value):
+        if name != "character_book" and not _kept_as_given(data, name, value):
             data[name] = copy.deepcopy(value)
     return data
 
@@ -315,7 +342,7 @@ def card_to_v3_dict(card: Card) -> dict[str, Any]:
     book = character_book_for_v3(card.character_book)
     if book is not None:
         data["character_book"] = book
-    if not _is_kept_null(data, "group_only_greetings", card.group_only_greetings):
+    if not _kept_as_given(data, "group_only_greetings", card.group_only_greetings):
         data["group_only_greetings"] = list(card.group_only_greetings)
     for name in V3_ONLY_FIELDS[1:]:
         value = getattr(card, name)
@@ -337,7 +364,7 @@ def card_to_v2_dict(card: Card) -> dict[str, Any]:
     book = character_book_for_v2(card.character_book)
     if book is not None:
         data["character_book"] = book
-    if (card.group_only_greetings or card.spec == SPEC_V3) and not _is_kept_null(
+    if (card.group_only_greetings or card.spec == SPEC_V3) and not _kept_as_given(
         data, "group_only_greetings", card.group_only_greetings
     ):
         # SillyTavern's dual writer copies a V3 card's (required) list, empty or not, into V2.

@@ -12,9 +12,11 @@
 
 The lorebook stays a plain dict so that unknown keys of the book and of every entry (`probability`,
 `depth`, app-specific fields...) survive a round trip without a schema of their own. Normalising
-only fills in required fields, converts `secondary_keys` given as one comma-separated string into
-a list, checks the types of the fields prompt assembly relies on, and refuses books beyond the
-size limits below (the import and the admin editor both come through here).
+only fills in required fields, converts `keys` given as one comma-separated string into the list
+V2 and V3 require, checks the types of the fields prompt assembly relies on, and refuses books
+beyond the size limits below (the import and the admin editor both come through here).
+`secondary_keys` given as one comma-separated string (as V3's text describes it, and some writers
+do) is kept as that string, so that the card exports as it came; the prompt splits it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from cardspec.model import CardError
 from cardspec.values import (
     boolean,
+    is_number,
     json_kind,
     json_object,
     number,
@@ -67,10 +70,23 @@ def split_keys(value: str) -> list[str]:
 
 
 def _keys(value: Any, subject: str) -> list[str]:
-    """A key list. One comma-separated string is accepted too (V3 says "separated by a comma")."""
+    """`keys`: a list of text; one comma-separated string is accepted and becomes that list."""
     if isinstance(value, str):
         return split_keys(value)
     return text_list(value, subject)
+
+
+def _secondary_keys(value: Any, subject: str) -> str | list[str]:
+    """`secondary_keys`: a list of text, or one comma-separated string, kept as it is."""
+    return value if isinstance(value, str) else text_list(value, subject)
+
+
+def _entry_keys(entry: dict[str, Any]) -> list[str]:
+    """The keys and secondary keys of a normalised entry, split as the prompt reads them."""
+    secondary = entry.get("secondary_keys")
+    if isinstance(secondary, str):
+        secondary = split_keys(secondary)
+    return [*entry["keys"], *(secondary or [])]
 
 
 def _normalize_entry(value: Any, position: int) -> dict[str, Any]:
@@ -90,7 +106,9 @@ def _normalize_entry(value: Any, position: int) -> dict[str, Any]:
     order = entry.get("insertion_order")
     entry["insertion_order"] = 0 if order is None else number(order, subject("insertion_order"))
     if entry.get("secondary_keys") is not None:
-        entry["secondary_keys"] = _keys(entry["secondary_keys"], subject("secondary_keys"))
+        entry["secondary_keys"] = _secondary_keys(
+            entry["secondary_keys"], subject("secondary_keys")
+        )
     for name in _ENTRY_FLAGS:
         if entry.get(name) is not None:
             boolean(entry[name], subject(name))
@@ -108,7 +126,7 @@ def _normalize_entry(value: Any, position: int) -> dict[str, Any]:
 
 
 def _check_entry_size(entry: dict[str, Any], where: str) -> None:
-    keys = [*entry["keys"], *(entry.get("secondary_keys") or [])]
+    keys = _entry_keys(entry)
     if len(keys) > MAX_KEYS_PER_ENTRY:
         raise CardError(
             f"{where} has {len(keys):,} keys; a lorebook entry may have at most "
@@ -126,8 +144,7 @@ def _check_entry_size(entry: dict[str, Any], where: str) -> None:
 
 
 def _entry_chars(entry: dict[str, Any]) -> int:
-    keys = [*entry["keys"], *(entry.get("secondary_keys") or [])]
-    return len(entry["content"]) + sum(len(key) for key in keys)
+    return len(entry["content"]) + sum(len(key) for key in _entry_keys(entry))
 
 
 def normalize_character_book(value: Any) -> dict[str, Any] | None:
@@ -235,14 +252,9 @@ def strip_decorators(content: str) -> tuple[list[str], str]:
     return [decorator.group(0) for decorator in decorators], rest
 
 
-def _whole_number(value: str) -> int | None:
-    number_value = read_number(value)
-    return None if number_value is None else math.floor(number_value)
-
-
 def _at_least(minimum: int) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
-        count = _whole_number(value)
+        count = read_whole_number(value)
         return None if count is None or count < minimum else str(count)
 
     return check
@@ -261,7 +273,7 @@ def _no_value(_value: str) -> str:
 
 
 def _any_number(value: str) -> str | None:
-    count = _whole_number(value)
+    count = read_whole_number(value)
     return None if count is None else str(count)
 
 
@@ -337,20 +349,23 @@ def parse_decorators(content: str) -> tuple[dict[str, str], str]:
 
 
 def read_number(value: Any) -> float | None:
-    """A JSON number read liberally (numeric strings too); anything else, NaN and ±inf give None."""
-    # bool is an int subclass; `true` is not a meaningful order/priority/depth.
-    if isinstance(value, bool):
+    """A JSON number read liberally (numeric strings too); anything else, NaN, ±inf and integers
+    beyond a float's range give None."""
+    # `true` is no meaningful order/priority/depth, although Python takes it for 1.
+    if not (is_number(value) or isinstance(value, str)):
         return None
-    if isinstance(value, int | float):
-        number_value = float(value)
-    elif isinstance(value, str):
-        try:
-            number_value = float(value.strip())
-        except ValueError:
-            return None
-    else:
+    try:
+        # An integer of 400 digits is valid JSON, and import keeps it; float() overflows.
+        number_value = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
         return None
     return number_value if math.isfinite(number_value) else None
+
+
+def read_whole_number(value: Any) -> int | None:
+    """`read_number`, rounded down (decorator counts, depths); None when unreadable."""
+    number_value = read_number(value)
+    return None if number_value is None else math.floor(number_value)
 
 
 def read_flag(value: Any, default: bool) -> bool:
@@ -393,8 +408,8 @@ def read_depth(value: Any, default: int) -> int:
     Empty text counts as absent. (SillyTavern reads "" as depth 0 and never inserts negative or
     fractional depths; a card that says "" meant "the default" and a fraction meant about there.)
     """
-    number_value = read_number(value) if value != "" else None
-    return default if number_value is None else max(0, math.floor(number_value))
+    depth = read_whole_number(value)  # "" reads as no number, like any other text
+    return default if depth is None else max(0, depth)
 
 
 # --- Where an entry goes -------------------------------------------------------------------------

@@ -79,7 +79,8 @@ class Card:
     keys of the book and of each entry. What we do not understand lives in `unknown_data`
     (keys inside `data`) and `unknown_top_level` (keys beside `spec`/`data`), and is written back
     on export; `unknown_data` also remembers known fields the card gave as `null`, which export
-    writes back as `null` while they stay empty.
+    writes back as `null` while they stay empty, and a `character_version` given as a number,
+    written back as that number while the text still spells it.
     """
 
     # The six V1 fields (inside `data` since V2).
@@ -98,6 +99,7 @@ class Card:
     tags: list[str] = field(default_factory=list)
     creator: str = ""
     character_version: str = ""
+    """Text, as V2 says; a number the card gave (`1.2`) reads as its JSON text ("1.2")."""
     extensions: dict[str, Any] = field(default_factory=dict)
     # V3 additions. None means "not in the card".
     group_only_greetings: list[str] = field(default_factory=list)

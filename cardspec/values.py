@@ -16,13 +16,18 @@ from cardspec.model import MAX_JSON_NESTING, CardError
 _UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
+def is_number(value: Any) -> bool:
+    """Whether `value` is a JSON number (true/false is not one here, although Python thinks so)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def json_kind(value: Any) -> str:
     """Name a JSON value's type in plain words ("text", "a number", "a list", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true/false"
-    if isinstance(value, int | float):
+    if is_number(value):
         return "a number"
     if isinstance(value, str):
         return "text"
@@ -108,8 +113,8 @@ def json_object(value: Any, subject: str) -> dict[str, Any]:
 
 
 def number(value: Any, subject: str) -> int | float:
-    """A JSON number (true/false is not a number here, although Python thinks so)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A JSON number (see `is_number`)."""
+    if not is_number(value):
         raise CardError(f"{subject} must be a number, not {json_kind(value)}.")
     return value
 

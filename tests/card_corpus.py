@@ -414,6 +414,106 @@ def png_with_size(width: int, height: int) -> bytes:
     )
 
 
+# --- WebP (TavernAI) ----------------------------------------------------------------------------
+
+USER_COMMENT = 0x9286
+EXIF_IFD = 0x8769
+ASCII_CODE = b"ASCII\0\0\0"
+
+
+def byte_list(card: Any) -> bytes:
+    """Card JSON as TavernAI put it in the UserComment: its UTF-8 bytes as "123,34,..."."""
+    return ",".join(str(byte) for byte in to_json_bytes(card)).encode("ascii")
+
+
+def tiff_with_user_comment(value: bytes, *, in_exif_ifd: bool = False, kind: int = 7) -> bytes:
+    """Big-endian TIFF (EXIF) data holding one UserComment of type `kind` (7: undefined): in IFD0
+    as libvips writes it for TavernAI, or in the Exif IFD where EXIF defines it."""
+
+    def ifd(entries: list[tuple[int, int, int, bytes]], at: int) -> bytes:
+        # Entries whose value does not fit in 4 bytes point past the IFD, in order.
+        data_at = at + 2 + 12 * len(entries) + 4
+        table, data = struct.pack(">H", len(entries)), b""
+        for tag, type_, count, payload in entries:
+            if len(payload) <= 4:
+                table += struct.pack(">HHI", tag, type_, count) + payload.ljust(4, b"\0")
+            else:
+                table += struct.pack(">HHII", tag, type_, count, data_at + len(data))
+                data += payload
+        return table + struct.pack(">I", 0) + data
+
+    comment = (USER_COMMENT, kind, len(value), value)
+    if in_exif_ifd:
+        exif_at = 8 + 2 + 12 + 4  # right after IFD0 and its one entry
+        ifd0 = ifd([(EXIF_IFD, 4, 1, struct.pack(">I", exif_at))], 8)
+        return b"MM\0*" + struct.pack(">I", 8) + ifd0 + ifd([comment], exif_at)
+    return b"MM\0*" + struct.pack(">I", 8) + ifd([comment], 8)
+
+
+def webp_chunks(webp: bytes) -> list[tuple[bytes, bytes]]:
+    """The (fourcc, payload) chunks of a WebP file."""
+    assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP"
+    chunks, offset = [], 12
+    while offset + 8 <= len(webp):
+        kind, (size,) = (
+            webp[offset : offset + 4],
+            struct.unpack("<I", webp[offset + 4 : offset + 8]),
+        )
+        chunks.append((kind, webp[offset + 8 : offset + 8 + size]))
+        offset += 8 + size + size % 2
+    return chunks
+
+
+def join_webp_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A WebP file from (fourcc, payload) chunks (odd payloads padded, as RIFF asks)."""
+    body = b"".join(
+        kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+        for kind, data in chunks
+    )
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def webp_image(
+    size: tuple[int, int] = (8, 8),
+    *,
+    exif: bytes = b"",
+    xmp: bytes = b"",
+    color: tuple[int, ...] = (30, 120, 60),
+    picture: Image.Image | None = None,
+) -> bytes:
+    """A WebP picture written by Pillow (libwebp) at TavernAI's quality, with the given EXIF and
+    XMP chunks: `picture`, or a plain one of `size` and `color`."""
+    if picture is None:
+        picture = Image.new("RGB" if len(color) == 3 else "RGBA", size, color)
+    buffer = BytesIO()
+    picture.save(buffer, format="WEBP", exif=exif, xmp=xmp, quality=95)
+    return buffer.getvalue()
+
+
+def tavernai_webp(
+    card: Any = None,
+    *,
+    comment: bytes | None = None,
+    in_exif_ifd: bool = False,
+    exif_header: bool = True,
+    size: tuple[int, int] = (8, 8),
+    picture: Image.Image | None = None,
+) -> bytes:
+    """A WebP card as TavernAI wrote it: the card (default: V1) as a byte list behind "ASCII\0\0\0"
+    in IFD0's UserComment, the EXIF chunk starting with libvips's "Exif\0\0" header. `comment`
+    replaces the whole tag value; `in_exif_ifd` puts it where Pillow-based tools write it."""
+    value = comment if comment is not None else ASCII_CODE + byte_list(card or v1_card())
+    exif = tiff_with_user_comment(value, in_exif_ifd=in_exif_ifd)
+    webp = webp_image(size, exif=exif, picture=picture)
+    if not exif_header:
+        return webp
+    # Pillow's writer drops the "Exif\0\0" header libvips keeps; put it back.
+    chunks = [
+        (kind, b"Exif\0\0" + data if kind == b"EXIF" else data) for kind, data in webp_chunks(webp)
+    ]
+    return join_webp_chunks(chunks)
+
+
 # --- CHARX -------------------------------------------------------------------------------------
 
 
@@ -533,6 +633,10 @@ def issue_14_cards() -> dict[str, dict[str, Any]]:
     card["spec_version"] = "2.1"
     cards["v2 with a newer spec_version"] = card
 
+    card = v2_card()
+    card["data"]["character_version"] = 1.2
+    cards["v2 with a numeric character_version"] = card
+
     card = v3_card()
     del card["data"]["nickname"]
     card["data"]["group_only_greetings"] = []
@@ -556,6 +660,11 @@ def issue_14_cards() -> dict[str, dict[str, Any]]:
     card = v3_card()
     card["spec_version"] = "3.2"
     cards["v3 with a newer spec_version"] = card
+
+    card = v3_card()
+    card["data"]["character_version"] = 2
+    card["data"]["character_book"]["entries"][1].update(selective=True, secondary_keys="cat, Mochi")
+    cards["v3 with an integer character_version and secondary keys as text"] = card
 
     card = v3_card()
     card["data"]["extensions"]["depth_prompt"] = {"prompt": "Mind the stairs.", "depth": 1}

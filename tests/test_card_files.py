@@ -1,4 +1,4 @@
-"""`read_card_file`: one entry point that recognises PNG, JSON and CHARX by content."""
+"""`read_card_file`: one entry point that recognises PNG, JSON, CHARX and WebP by content."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from tests.card_corpus import (
     charx_card,
     jpeg_image,
     plain_png,
+    tavernai_webp,
     to_json_bytes,
     v1_card,
     v2_card,
     v3_card,
+    webp_image,
 )
 
 
@@ -63,6 +65,7 @@ def test_a_charx_card_file_is_read_with_its_icon():
         (charx_card(), "aiko.png", "charx"),
         (charx_card(), "", "charx"),
         (to_json_bytes(v2_card()), "../../etc/passwd", "json"),
+        (tavernai_webp(), "aiko.png", "webp"),
     ],
 )
 def test_the_format_is_recognised_by_content_not_by_name(data, filename, expected):
@@ -90,12 +93,29 @@ def test_an_oversized_file_is_refused_before_parsing():
 
 
 def test_a_jpeg_is_refused_with_a_helpful_message():
-    with pytest.raises(CardError, match="JPEG image; character cards must be PNG, JSON or CHARX"):
+    with pytest.raises(
+        CardError, match="JPEG image; character cards must be PNG, JSON, CHARX or WebP files"
+    ):
         read_card_file(jpeg_image(), "card.jpg")
 
 
-def test_a_webp_is_refused_with_a_helpful_message():
-    with pytest.raises(CardError, match="WebP image"):
+def test_a_webp_card_file_is_read_with_its_avatar():
+    imported = read_card_file(tavernai_webp(v1_card()), "aiko.webp")
+
+    assert imported.source_format == "webp"
+    assert imported.card.name == "Aiko"
+    assert imported.avatar_png is not None
+
+
+def test_a_webp_picture_without_a_card_is_refused_with_advice():
+    with pytest.raises(
+        CardError, match=r"WebP image holds no character data.*Export the card as PNG or JSON"
+    ):
+        read_card_file(webp_image(), "photo.webp")
+
+
+def test_a_broken_webp_is_refused_as_a_damaged_webp():
+    with pytest.raises(CardError, match="WebP file is damaged"):
         read_card_file(b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\0" * 20, "card.webp")
 
 

@@ -244,6 +244,15 @@ def test_read_number_refuses_nan_and_infinity():
     assert read_number("inf") is None
 
 
+def test_read_number_gives_none_for_an_integer_beyond_a_floats_range():
+    """`1` followed by 400 zeros is valid JSON, and import keeps it as an order or priority."""
+    huge = 10**400
+
+    assert read_number(huge) is None
+    assert read_number(-huge) is None
+    assert read_depth(huge, 4) == 4
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(True, True), (0, False), (1, True), ("true", True), ("0", False), ("", False), ("?", None)],
@@ -475,13 +484,37 @@ def test_a_complete_entry_is_kept_as_it_is():
     assert normalize_character_book({"extensions": {}, "entries": [entry]})["entries"] == [entry]
 
 
-def test_keys_given_as_one_comma_separated_string_become_a_list():
-    book = normalize_character_book(
-        {"entries": [{"keys": "sword, shield", "secondary_keys": "blue,  red ,", "content": ""}]}
-    )
+def test_keys_given_as_one_string_become_the_list_the_specs_require():
+    book = normalize_character_book({"entries": [{"keys": "sword, shield", "content": ""}]})
 
     assert book["entries"][0]["keys"] == ["sword", "shield"]
-    assert book["entries"][0]["secondary_keys"] == ["blue", "red"]
+
+
+def test_secondary_keys_given_as_one_comma_separated_string_are_kept_as_given():
+    """V3's text calls them "multiple values separated by a comma"; the card exports as it came."""
+    book = normalize_character_book(
+        {"entries": [{"keys": ["sword"], "secondary_keys": "blue,  red ,", "content": ""}]}
+    )
+
+    assert book["entries"][0]["secondary_keys"] == "blue,  red ,"
+
+
+def test_secondary_keys_given_as_one_string_count_towards_the_key_limits_as_split():
+    entry = {"keys": ["a"] * 60, "secondary_keys": ",".join(["b"] * 41), "content": "x"}
+
+    with pytest.raises(CardError, match="101 keys"):
+        normalize_character_book({"entries": [entry]})
+    entry["secondary_keys"] = ",".join(["b"] * 40) + ", , ,"  # blanks are no keys
+    assert normalize_character_book({"entries": [entry]}) is not None
+    entry["secondary_keys"] = "s" * (MAX_KEY_CHARS + 1) + ", t"
+    with pytest.raises(CardError, match="a key of 1,001 characters"):
+        normalize_character_book({"entries": [entry | {"keys": ["k"]}]})
+
+
+def test_a_selective_entry_reads_secondary_keys_given_as_one_string():
+    raw = {"keys": ["sword"], "secondary_keys": "blue,  red ,", "selective": True, "content": "x"}
+
+    assert read_entry(raw, 0).secondary_keys == ["blue", "red"]
 
 
 def test_odd_values_from_real_cards_are_kept():

@@ -1,8 +1,10 @@
 """Cards survive our own files exactly (issue 14 items 3 and 5).
 
 - PNG: export, import that file, export again: the same bytes, in both the `chara` and the `ccv3`
-  chunk (and in the whole file), for every card built from what real cards showed.
-- JSON: the export keeps every value and type the card gave (dates, nulls, numbers as numbers).
+  chunk (and in the whole file), for every card built from what real cards showed, whether it
+  first arrived as JSON, as a PNG with one or both chunks, or as a TavernAI WebP.
+- JSON: the export keeps every value and type the card gave (dates, nulls, numbers as numbers,
+  a numeric `character_version`, `secondary_keys` as one string).
 - A PNG whose two chunks hold the same character gets no "two different versions" warning, also
   when RisuAI filled its V2 copy its own way; a real difference still gets one.
 
@@ -15,12 +17,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from io import BytesIO
 
 import pytest
+from PIL import Image
 
 from cardspec.cards import card_from_dict, card_to_v2_dict, read_card_file
 from cardspec.json_card import V1_FIELDS
-from cardspec.lorebook import split_keys
 from characters.import_export import export_card, import_card_file
 from characters.models import Character
 from tests.card_corpus import (
@@ -31,7 +34,9 @@ from tests.card_corpus import (
     risu_card,
     risu_v2_copy,
     split_chunks,
+    tavernai_webp,
     to_json_bytes,
+    v1_card,
     v2_card,
 )
 
@@ -64,12 +69,14 @@ def imported(data: bytes, name: str) -> tuple[Character, list[str]]:
 
 
 def source_file(name: str, arrives_as: str) -> tuple[bytes, str]:
-    """The card as it arrives: its JSON; a PNG with the chunk its spec uses; or a PNG with both
+    """The card as it arrives: its JSON; a PNG with the chunk its spec uses; a PNG with both
     chunks, the V2 one as a V3 app backfills it (decorators stripped; RisuAI's own way for the
-    RisuAI card)."""
+    RisuAI card); or a WebP with the card in its EXIF, as TavernAI wrote them."""
     card = CARDS[name]
     if arrives_as == "json":
         return to_json_bytes(card), "card.json"
+    if arrives_as == "tavernai webp":
+        return tavernai_webp(card), "card.webp"
     if arrives_as == "png with both chunks":
         backfill = (
             risu_v2_copy(card) if name == "risu v3" else card_to_v2_dict(card_from_dict(card))
@@ -84,7 +91,7 @@ def source_file(name: str, arrives_as: str) -> tuple[bytes, str]:
 
 
 @pytest.mark.parametrize("name", list(CARDS))
-@pytest.mark.parametrize("arrives_as", ["json", "png", "png with both chunks"])
+@pytest.mark.parametrize("arrives_as", ["json", "png", "png with both chunks", "tavernai webp"])
 def test_a_png_export_imported_and_exported_again_is_byte_identical(db, name, arrives_as):
     first, _ = imported(*source_file(name, arrives_as))
     first_png = export_card(first, "png")[0]
@@ -107,6 +114,19 @@ def test_a_big_picture_card_round_trips_to_the_same_file(db, size):
 
     second_png = export_card(imported(first_png, "export.png")[0], "png")[0]
 
+    assert second_png == first_png
+
+
+def test_a_big_tavernai_webp_card_becomes_a_png_card_that_round_trips_to_the_same_file(db):
+    """TavernAI saved 400 x 600 WebP pictures; this one is bigger and photo-like (lossy)."""
+    picture = Image.open(BytesIO(photo_png((768, 1152))))
+    webp = tavernai_webp(v1_card(), picture=picture)
+    first, _ = imported(webp, "aiko.webp")
+    first_png = export_card(first, "png")[0]
+
+    second_png = export_card(imported(first_png, "export.png")[0], "png")[0]
+
+    assert Image.open(BytesIO(first_png)).size == (768, 1152)
     assert second_png == first_png
 
 
@@ -149,12 +169,6 @@ def _without_v3_additions(exported: dict, original: dict) -> dict:
         assert data.pop("group_only_greetings") == []
     book = original["data"].get("character_book")
     for index, entry in enumerate((book or {}).get("entries", [])):
-        if isinstance(entry.get("secondary_keys"), str):
-            # The one known exception: the lorebook reader (`cardspec.lorebook`) turns V3's
-            # "one comma-separated string" into the list it stands for.
-            exported_entry = data["character_book"]["entries"][index]
-            assert exported_entry["secondary_keys"] == split_keys(entry["secondary_keys"])
-            exported_entry["secondary_keys"] = entry["secondary_keys"]
         if entry.get("use_regex") is None:
             added = data["character_book"]["entries"][index].pop("use_regex")
             assert added is False

@@ -421,7 +421,7 @@ def test_community_card_quirks_are_accepted():
     assert quirky["keys"] == [""]
     assert quirky["position"] == ""
     assert quirky["probability"] is None
-    assert quirky["secondary_keys"] == ["alpha", "beta", "gamma"]
+    assert quirky["secondary_keys"] == "alpha, beta,gamma"  # kept as given; the prompt splits it
 
 
 def test_null_character_book_is_read_as_no_lorebook_and_written_back_as_null():
@@ -478,6 +478,35 @@ def test_a_v2_cards_date_of_any_form_round_trips_exactly_through_json(date, expo
     assert type(reread["data"]["creation_date"]) is type(date)
     if export is card_to_v2_dict:
         assert reread == original
+
+
+@pytest.mark.parametrize("version", [1.2, 2, 0.5, 10**20, "1.2", ""])
+@pytest.mark.parametrize("export", [card_to_v2_dict, card_to_v3_dict])
+def test_a_character_version_given_as_a_number_or_text_round_trips_exactly(version, export):
+    """V2 says text; cards in the wild (older RisuAI exports) give `character_version: 1.2`."""
+    original = v2_card()
+    original["data"]["character_version"] = version
+
+    card = card_from_json(to_json_bytes(original))
+    reread = json.loads(dump_card_json(export(card)))
+
+    assert card.character_version == (version if isinstance(version, str) else json.dumps(version))
+    assert reread["data"]["character_version"] == version
+    assert type(reread["data"]["character_version"]) is type(version)
+    if export is card_to_v2_dict:
+        assert reread == original
+
+
+def test_a_numeric_character_version_reads_as_its_text_and_an_edit_exports_as_text():
+    original = v2_card()
+    original["data"]["character_version"] = 1.2
+    card = card_from_dict(original)
+
+    assert card.character_version == "1.2"
+    card.character_version = "1.3"
+    assert card_to_v3_dict(card)["data"]["character_version"] == "1.3"
+    card.character_version = ""
+    assert card_to_v3_dict(card)["data"]["character_version"] == ""
 
 
 def test_crlf_line_endings_cjk_and_emoji_survive_unchanged():
@@ -567,6 +596,16 @@ def _with_data(**changes):
         pytest.param(_with_data(assets="icon.png"), "'assets' must be a list", id="assets-text"),
         pytest.param(_with_data(assets=[{"uri": 5}]), "Asset 1", id="asset-uri-number"),
         pytest.param(_with_data(nickname=["Ai"]), "'nickname' must be text", id="nickname-list"),
+        pytest.param(
+            _with_data(character_version=True),
+            "'character_version' must be text, not true/false",
+            id="version-boolean",
+        ),
+        pytest.param(
+            _with_data(character_version=[1, 2]),
+            "'character_version' must be text, not a list",
+            id="version-list",
+        ),
         pytest.param(
             _with_data(creator_notes_multilingual={"en": 1}),
             "creator notes for language 'en'",

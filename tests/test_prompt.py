@@ -799,6 +799,18 @@ def test_a_missing_insertion_order_uses_the_default():
     assert fired(lore, "k") == [2, 1, 0]
 
 
+def test_an_order_or_priority_beyond_a_floats_range_reads_as_the_default():
+    """Valid JSON that import keeps (`1` and 400 zeros) must not break prompt assembly."""
+    huge = 10**400
+    lore = book(
+        entry(["k"], "late", insertion_order=DEFAULT_INSERTION_ORDER + 1),
+        entry(["k"], "default", insertion_order=huge, priority=-huge),
+        entry(["k"], "early", insertion_order=DEFAULT_INSERTION_ORDER - 1),
+        token_budget=huge,
+    )
+    assert fired(lore, "k") == [2, 1, 0]
+
+
 def test_before_char_entries_precede_the_definition_and_after_char_follow_it():
     lore = book(
         entry(["k"], "AFTER", position="after_char"),

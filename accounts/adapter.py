@@ -1,5 +1,6 @@
-"""allauth's hooks: who may sign in with the provider, which username a new member gets, and
-the pages shown when a sign-in is refused or fails.
+"""allauth's hooks: who may sign in with the provider, who may join with it (the SIGNUP rule,
+accounts/signup.py), which username a new member gets, and the pages shown when a sign-in is
+refused or fails.
 
 Only allauth's OpenID Connect login and callback are served (accounts/urls.py); its own
 password, sign-up and e-mail pages are not, so the password login stays Django's LoginView
@@ -16,9 +17,11 @@ from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from allauth.socialaccount.providers.base import AuthError, AuthProcess
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.shortcuts import render
 
-from accounts import groups
+from accounts import groups, signup
+from accounts.models import PendingApproval
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def respond_user_inactive(self, request, user):
         # allauth would redirect to its "account inactive" page, which is not served.
+        if signup.is_pending(user):
+            return render(request, "accounts/pending.html")
         return problem_page(
             request,
             "Your account is deactivated",
@@ -78,8 +83,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 
     def pre_social_login(self, request, sociallogin) -> None:
         """Refuses, before anything of a new member is saved, a sign-in that is not a plain
-        login (allauth's "connect" would tie the identity to whoever is logged in here) or
-        whose provider groups are not allowed."""
+        login (allauth's "connect" would tie the identity to whoever is logged in here), whose
+        provider groups are not allowed, or that would make an account the SIGNUP rule keeps
+        out (`signup.sso_admission`; returning members are never asked)."""
         if sociallogin.state.get("process", AuthProcess.LOGIN) != AuthProcess.LOGIN:
             raise ImmediateHttpResponse(
                 problem_page(
@@ -89,9 +95,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                     status=400,
                 )
             )
-        if not settings.OIDC_GROUPS_CLAIM:
-            return
-        names = groups.group_names(claim_sets(sociallogin), settings.OIDC_GROUPS_CLAIM)
+        names = provider_groups(sociallogin)
         if not groups.may_sign_in(names, settings.OIDC_ALLOWED_GROUPS, settings.OIDC_ADMIN_GROUPS):
             logger.warning(
                 "single sign-on refused for sub %s: in none of OIDC_ALLOWED_GROUPS",
@@ -106,10 +110,52 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                     status=403,
                 )
             )
+        if not sociallogin.is_existing and signup.sso_admission(request, names) is None:
+            logger.info(
+                "single sign-on: no account made for sub %s (SIGNUP)", sociallogin.account.uid
+            )
+            raise ImmediateHttpResponse(signup_refused_page(request))
 
     def is_open_for_signup(self, request, sociallogin) -> bool:
-        # The provider (and OIDC_ALLOWED_GROUPS, checked above) decides who may join.
-        return True
+        # Asked by allauth before a first sign-in makes an account; pre_social_login has
+        # already refused those the rule keeps out, with a page that says why.
+        return signup.sso_admission(request, provider_groups(sociallogin)) is not None
+
+    def save_user(self, request, sociallogin, form=None):
+        """A first sign-in's account: with the invitation from the session redeemed in the
+        same transaction (its groups given), or pending (inactive) under SIGNUP=approval."""
+        admission = signup.sso_admission(request, provider_groups(sociallogin))
+        if admission is None:
+            raise ImmediateHttpResponse(signup_refused_page(request))
+        try:
+            with transaction.atomic():
+                if admission.pending:
+                    sociallogin.user.is_active = False
+                user = super().save_user(request, sociallogin, form)
+                if admission.invitation_id is not None:
+                    signup.redeem_invitation(admission.invitation_id, user)
+                if admission.pending:
+                    PendingApproval.objects.create(user=user)
+        except signup.InvitationUnavailable:
+            signup.forget_invitation(request)
+            raise ImmediateHttpResponse(
+                problem_page(
+                    request,
+                    "This invitation was already used",
+                    "Someone used this invitation link a moment ago. Ask an administrator for "
+                    "a new one.",
+                    status=410,
+                )
+            ) from None
+        if admission.invitation_id is not None:
+            signup.forget_invitation(request)
+        how = (
+            f"invitation {admission.invitation_id}"
+            if admission.invitation_id is not None
+            else ("waiting for approval" if admission.pending else "SIGNUP/groups")
+        )
+        logger.info("single sign-on: new member %s (%s)", user.get_username(), how)
+        return user
 
     def is_auto_signup_allowed(self, request, sociallogin) -> bool:
         # Always: allauth's sign-up form, its fallback, is not served.
@@ -142,6 +188,28 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 status=401,
             )
         raise ImmediateHttpResponse(response)
+
+
+def provider_groups(sociallogin) -> set[str]:
+    """The provider's group names for this sign-in (none without OIDC_GROUPS_CLAIM)."""
+    if not settings.OIDC_GROUPS_CLAIM:
+        return set()
+    return groups.group_names(claim_sets(sociallogin), settings.OIDC_GROUPS_CLAIM)
+
+
+def signup_refused_page(request):
+    """A first single sign-on that the SIGNUP rule keeps out (HTTP 403), saving nothing."""
+    if settings.SIGNUP == "closed":
+        message = (
+            "This site does not make accounts at sign-in: an administrator adds members. "
+            "Ask one if you should have access."
+        )
+    else:
+        message = (
+            "New members join this site with an invitation. Ask an administrator for an "
+            f"invitation link, open it, then sign in with {settings.OIDC_NAME} from there."
+        )
+    return problem_page(request, "You need an invitation", message, status=403)
 
 
 def unique_username(preferred: str | None, email: str | None, name: str | None) -> str:

@@ -1,7 +1,9 @@
 """Automatic conversation titles: after the first reply, one short non-streaming request.
 
 It runs as a task of its own once the reply is stored, so it never delays a reply; a failure
-leaves the default title (the character's name) and is only logged.
+leaves the default title (the character's name) and is only logged. Its tokens are the member's:
+a member whose daily or monthly quota has no room left for it gets no title (the quota is
+checked, not reserved: a title is small, and costs at most TITLE_MAX_TOKENS past its prompt).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import logging
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
+from cardspec.prompt import count_message_tokens
 from chat import conversation_actions, upstream
 from usage import models as usage
 from usage.accounting import measure
@@ -45,12 +49,35 @@ def title_request(task: conversation_actions.TitleTask) -> upstream.CompletionRe
     )
 
 
+def quota_refusal(owner_id: int, need: int) -> str | None:
+    """Why the member's token quotas leave no room for a title that may use `need` tokens, or
+    None when they do (or the member is exempt). The replies-per-minute quota is not asked: a
+    title is not a reply the member started."""
+    owner = get_user_model().objects.only("is_staff").get(pk=owner_id)
+    if usage.is_exempt(owner):
+        return None
+    standing = usage.standing(owner_id)
+    for period, left in (
+        ("daily", standing.left_today()),
+        ("monthly", standing.left_this_month()),
+    ):
+        if left is not None and left < need:
+            return f"the {period} token quota has {left} left, the title may use {need}"
+    return None
+
+
 async def write_title(reply_id: int) -> None:
     """Ask for and store the title of reply `reply_id`'s conversation, if it still has none."""
     task = await conversation_actions.claim_auto_title(reply_id)
     if task is None:
         return
     request = title_request(task)
+    # Claimed all the same: like a failed title, a skipped one is not asked again.
+    need = count_message_tokens(request.messages) + TITLE_MAX_TOKENS
+    refusal = await database_sync_to_async(quota_refusal)(task.owner_id, need)
+    if refusal is not None:
+        log.info("No title for conversation %s: %s", task.conversation_id, refusal)
+        return
     try:
         completion = await upstream.complete(request, TITLE_TIMEOUT_SECONDS)
     except upstream.UpstreamError as exc:

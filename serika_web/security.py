@@ -4,10 +4,12 @@ locked-out login gets."""
 from __future__ import annotations
 
 import math
+import re
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.debug import SafeExceptionReporterFilter
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -39,3 +41,12 @@ def lockout_response(
     )
     response["Retry-After"] = str(cooloff_seconds)
     return response
+
+
+class ExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's, also hiding settings that end in _URL (EMAIL_URL, REDIS_URL): they may carry
+    a password, and their names match none of Django's own patterns (KEY, PASS, TOKEN…)."""
+
+    hidden_settings = re.compile(
+        SafeExceptionReporterFilter.hidden_settings.pattern + "|_URL$", flags=re.IGNORECASE
+    )

@@ -109,6 +109,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "chat.context_processors.serika",
+                "accounts.context_processors.accounts",
             ],
         },
     },
@@ -219,6 +220,30 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Bringing people in (accounts/; README "Bringing people in") ---------------------------
+# Who may make an account by themselves: `invite` (only with an invitation link from the Members
+# page), `open` (anyone, at /signup/), `approval` (anyone, but the account stays pending until
+# staff approve it) or `closed` (nobody: staff add members in the admin; links refused too).
+# Single sign-on's first logins follow the same rule (accounts/signup.py).
+SIGNUP = env.str("SIGNUP", default="invite")
+if SIGNUP not in {"closed", "invite", "open", "approval"}:
+    raise ImproperlyConfigured(f"SIGNUP must be closed, invite, open or approval, not {SIGNUP!r}")
+# Days an invitation link stays valid unless staff choose otherwise when making it.
+INVITATION_DAYS = env.int("INVITATION_DAYS", default=7)
+if not 1 <= INVITATION_DAYS <= 365:
+    raise ImproperlyConfigured(f"INVITATION_DAYS must be 1 to 365, not {INVITATION_DAYS}")
+# How mail leaves (password reset links): smtp://user:pass@host:587, smtp+tls://…, smtp+ssl://…
+# (django-environ's email URL). Empty: no e-mail, and so no password reset.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD and
+    # EMAIL_USE_TLS/SSL from the URL (django-environ's documented idiom); a wrong scheme stops
+    # the start with ImproperlyConfigured.
+    vars().update(env.email_url("EMAIL_URL"))
+    # Django's default is to wait for a silent mail server forever; the reset page would hang.
+    EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Serika Web <webmaster@localhost>")
+
 # --- Single sign-on (OpenID Connect; accounts/, README "Single sign-on") --------------------
 # Off while OIDC_ISSUER_URL is empty. The issuer's /.well-known/openid-configuration gives the
 # endpoints. A member is bound to the provider's `sub` (under OIDC_PROVIDER_ID), never to an
@@ -311,8 +336,13 @@ STORAGES = {
 # them (serika_web/body_limit.py, installed by serika_web.serve); above the largest card upload.
 HTTP_MAX_BODY_BYTES = env.int("HTTP_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # Uploaded avatars and cards are read into memory; bound them.
+# Error pages (DEBUG) and error e-mails hide settings that may hold a password.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "serika_web.security.ExceptionReporterFilter"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
+# The lorebook editor posts up to 14 fields per entry, and a card may have 1,000 entries
+# (Django's default of 1,000 fields would refuse a book of ~70).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 15_000
 
 # --- Security -------------------------------------------------------------------------------
 # Served over HTTPS (directly or behind a TLS proxy): secure cookies, HSTS and a redirect.
@@ -425,9 +455,13 @@ QUOTA_REPLY_TOKENS = env.int("QUOTA_REPLY_TOKENS", default=1024)
 # (refused with `rate_limited`), and card files imported (HTTP 429).
 RATE_LIMIT_SENDS = env.str("RATE_LIMIT_SENDS", default="30/minute")
 RATE_LIMIT_CARD_IMPORTS = env.str("RATE_LIMIT_CARD_IMPORTS", default="100/hour")
+# Per client address: account sign-ups (/signup/) and password-reset requests, each of which
+# makes an account or sends an e-mail (HTTP 429).
+RATE_LIMIT_ACCOUNT_REQUESTS = env.str("RATE_LIMIT_ACCOUNT_REQUESTS", default="10/hour")
 for _name, _spec in (
     ("RATE_LIMIT_SENDS", RATE_LIMIT_SENDS),
     ("RATE_LIMIT_CARD_IMPORTS", RATE_LIMIT_CARD_IMPORTS),
+    ("RATE_LIMIT_ACCOUNT_REQUESTS", RATE_LIMIT_ACCOUNT_REQUESTS),
 ):
     try:
         if _spec.strip():

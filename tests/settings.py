@@ -15,6 +15,9 @@ os.environ.setdefault("SERIKA_BASE_URL", "http://127.0.0.1:9/api/openai/v1")
 # A title request would take the next reply a test queued on the fake upstream: titles are
 # turned on by the tests about them (tests/test_titles.py), servers they start included.
 os.environ.setdefault("SERIKA_AUTO_TITLES", "false")
+# Every test client and live server is 127.0.0.1, and Redis keeps counts for the whole run:
+# the per-address limit on sign-ups and resets is turned on by the tests about it.
+os.environ.setdefault("RATE_LIMIT_ACCOUNT_REQUESTS", "")
 # Conversation ids restart with every test database; a per-run channel-layer prefix keeps
 # groups that Redis remembers from earlier runs out of this one (servers started by the tests
 # inherit it from the environment).

@@ -5,6 +5,7 @@ Alice owns the conversations; Bob is another member who must never see or change
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -14,9 +15,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat import actions, conversation_actions
+from chat import actions, conversation_actions, titles
 from chat.conversation_list import age_label, grouped
 from chat.models import Conversation
+from tests.conftest import store_chain
 from tests.fake_upstream import Reply
 
 
@@ -126,6 +128,58 @@ async def test_titles_can_be_turned_off(connect, upstream, alice, conversation, 
     await ws.done()
     assert len(upstream.requests) == 1
     assert (await reload(conversation)).title_source == ""
+
+
+def first_exchange(conversation):
+    """A question and its complete reply, as the first reply's end leaves them."""
+    _, reply = store_chain(
+        conversation,
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi!", "status": "complete"},
+    )
+    return reply
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("quota", "staff", "asked"),
+    [
+        ({"tokens_per_day": 5_000}, False, False),  # 10 tokens left today
+        ({"tokens_per_month": 5_000}, False, False),  # 10 left this month
+        ({"tokens_per_day": 100_000}, False, True),  # room enough
+        ({"tokens_per_day": 5_000}, True, True),  # staff are exempt (QUOTA_EXEMPT_STAFF)
+    ],
+)
+async def test_no_title_is_asked_when_the_members_token_quota_has_no_room_for_it(
+    upstream, alice, conversation, titles_on, caplog, quota, staff, asked
+):
+    from usage.models import DailyUsage, Quota
+    from usage.views import utc_today
+
+    reply = await sync_to_async(first_exchange)(conversation)
+    alice.is_staff = staff
+    await alice.asave(update_fields=["is_staff"])
+    await Quota.objects.acreate(user=alice, **quota)
+    await DailyUsage.objects.acreate(
+        user=alice, day=utc_today(), model="openai/gpt-4o-mini", requests=1, prompt_tokens=4_990
+    )
+    upstream.enqueue(Reply(tokens=["Greetings"]))
+
+    with caplog.at_level(logging.INFO, logger="chat.titles"):
+        await titles.write_title(reply.pk)
+
+    stored = await reload(conversation)
+    if asked:
+        assert len(upstream.requests) == 1
+        assert stored.title == "Greetings"
+    else:
+        # The character's name stays, no upstream call is made, and the log says why.
+        assert upstream.requests == []
+        assert stored.title == "Serika"
+        assert f"No title for conversation {conversation.pk}: the " in caplog.text
+        assert "token quota has 10 left" in caplog.text
+        # Claimed all the same: the next reply does not ask again.
+        assert await conversation_actions.claim_auto_title(reply.pk) is None
 
 
 # --- renaming ---------------------------------------------------------------------------------

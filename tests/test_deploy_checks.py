@@ -53,3 +53,16 @@ def test_check_deploy_reports_it(settings):
         call_command("check", "--deploy", "--tag", "deployment")
     # Not a plain `check`: development and tests may run this way.
     call_command("check")
+
+
+def test_error_reports_hide_settings_that_may_hold_a_password(rf, settings):
+    from django.views.debug import get_default_exception_reporter_filter
+
+    settings.EMAIL_URL = "smtp://mailer:hunter2@mail.example.com:587"
+    settings.REDIS_URL = "redis://:hunter2@redis.example.com:6379/0"
+
+    shown = get_default_exception_reporter_filter().get_safe_settings()
+
+    assert "hunter2" not in repr(shown)
+    assert shown["EMAIL_URL"] == shown["REDIS_URL"] == "********************"
+    assert shown["SIGNUP"] == settings.SIGNUP

@@ -23,9 +23,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.checks import run_checks
 from django.test import Client
+from django.utils import timezone
 
+from accounts import signup
 from accounts.checks import OIDC_ISSUER_NOT_HTTPS
 from accounts.groups import claim_at, group_names, may_sign_in
+from accounts.models import Invitation, PendingApproval
 from characters.models import Character, Visibility
 from chat import actions
 from chat.access import session_user
@@ -51,12 +54,17 @@ CAROL = {
 
 @pytest.fixture
 def sso(settings, oidc_provider):
-    """Single sign-on on, with the provider; call it again to change OIDC_* settings."""
+    """Single sign-on on, with the provider; call it again to change OIDC_* settings.
+
+    With SIGNUP=open, so that a first sign-in makes an account: most tests here are about
+    signing in itself. The default (invitations only) and the other rules have their own tests
+    ("Who may join", below)."""
 
     def configure(**overrides):
         for name, value in oidc_provider.settings(**overrides).items():
             setattr(settings, name, value)
 
+    settings.SIGNUP = "open"
     configure()
     return configure
 
@@ -366,6 +374,198 @@ def test_without_admin_groups_staff_given_by_hand_stays(client, sso, oidc_provid
     client.logout()
     sign_in(client, oidc_provider, "sub-carol")
     assert User.objects.get(username="carol").is_staff
+
+
+# --- Who may join (SIGNUP) --------------------------------------------------------------------
+def open_invitation_link(client: Client, **options) -> Invitation:
+    """An administrator's invitation, whose link `client` opens (keeping it in its session)."""
+    root = User.objects.filter(username="root").first() or User.objects.create_superuser(
+        "root", password="root-password"
+    )
+    invitation, token = signup.create_invitation(created_by=root, **options)
+    assert client.get(f"/invite/{token}/")["Location"] == "/invite/"
+    return invitation
+
+
+def test_by_default_a_first_sign_in_needs_an_invitation_and_nothing_is_saved(
+    client, settings, sso, oidc_provider
+):
+    settings.SIGNUP = "invite"
+    oidc_provider.set_user("sub-carol", CAROL)
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "You need an invitation" in page
+    assert "Ask an administrator for an invitation link" in page
+    assert logged_in_user(client).is_anonymous
+    assert not User.objects.exists()
+    assert not SocialAccount.objects.exists()
+
+
+def test_an_invitation_opened_before_signing_in_makes_the_account_and_gives_its_groups(
+    client, settings, sso, oidc_provider
+):
+    settings.SIGNUP = "invite"
+    engineering = Group.objects.create(name="engineering")
+    invitation = open_invitation_link(client, label="Carol", groups=[engineering])
+    # The invitation page offers the provider's button beside the password form.
+    page = client.get("/invite/").content.decode()
+    assert f"Sign in with {NAME}" in page and f'action="{LOGIN_URL}"' in page
+    oidc_provider.set_user("sub-carol", CAROL)
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    carol = User.objects.get(username="carol")
+    assert logged_in_user(client) == carol
+    assert set(carol.groups.all()) == {engineering}
+    invitation.refresh_from_db()
+    assert invitation.used_by == carol
+    assert signup.SESSION_KEY not in client.session
+    # Used: the link opens nothing any more, and the next newcomer needs one of their own.
+    assert Client().get(f"/invite/{'x' * 43}/").status_code == 404
+    client.logout()
+    oidc_provider.set_user("sub-dave", {"preferred_username": "dave"})
+    assert sign_in(client, oidc_provider, "sub-dave").status_code == 403
+    assert not User.objects.filter(username="dave").exists()
+
+
+def test_an_invitation_used_meanwhile_does_not_let_a_first_sign_in_through(
+    client, settings, sso, oidc_provider, alice
+):
+    settings.SIGNUP = "invite"
+    invitation = open_invitation_link(client)
+    Invitation.objects.filter(pk=invitation.pk).update(used_at=timezone.now(), used_by=alice)
+    oidc_provider.set_user("sub-carol", CAROL)
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 403
+    assert not User.objects.filter(username="carol").exists()
+    invitation.refresh_from_db()
+    assert invitation.used_by == alice
+
+
+def test_an_invitation_taken_between_the_check_and_the_account_rolls_the_account_back(
+    client, settings, sso, oidc_provider, alice, monkeypatch
+):
+    """Two people racing with one link: the conditional UPDATE in the account's transaction
+    decides, and the loser's account is not kept. (The other person's use is simulated inside
+    this test's own transaction, so it is rolled back with the account; tests/test_invitations.py
+    races two real connections.)"""
+    settings.SIGNUP = "invite"
+    open_invitation_link(client)
+    oidc_provider.set_user("sub-carol", CAROL)
+    real_redeem = signup.redeem_invitation
+
+    def someone_else_first(invitation_id, user):
+        Invitation.objects.filter(pk=invitation_id).update(used_at=timezone.now(), used_by=alice)
+        real_redeem(invitation_id, user)
+
+    monkeypatch.setattr(signup, "redeem_invitation", someone_else_first)
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 410
+    assert "already used" in response.content.decode()
+    assert not User.objects.filter(username="carol").exists()
+    assert not SocialAccount.objects.exists()
+    assert logged_in_user(client).is_anonymous
+    assert signup.SESSION_KEY not in client.session
+
+
+def test_a_returning_member_is_never_affected_by_the_rule(client, settings, sso, oidc_provider):
+    oidc_provider.set_user("sub-carol", CAROL)
+    sign_in(client, oidc_provider, "sub-carol")
+    carol = User.objects.get(username="carol")
+    for mode in ("closed", "invite", "approval"):
+        settings.SIGNUP = mode
+        client.logout()
+        assert sign_in(client, oidc_provider, "sub-carol").status_code == 302
+        assert logged_in_user(client) == carol
+    assert not PendingApproval.objects.exists()
+
+
+def test_closed_refuses_every_first_sign_in(client, settings, sso, oidc_provider):
+    settings.SIGNUP = "closed"
+    sso(OIDC_GROUPS_CLAIM="groups", OIDC_ALLOWED_GROUPS=["chat-users"])
+    oidc_provider.set_user("sub-carol", {**CAROL, "groups": ["chat-users"]})
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 403
+    assert "an administrator adds members" in response.content.decode()
+    assert not User.objects.exists()
+
+
+def test_with_invitations_only_the_allowed_groups_still_let_their_members_join(
+    client, settings, sso, oidc_provider
+):
+    settings.SIGNUP = "invite"
+    sso(OIDC_GROUPS_CLAIM="groups", OIDC_ALLOWED_GROUPS=["chat-users"])
+    oidc_provider.set_user("sub-carol", {**CAROL, "groups": ["chat-users"]})
+    assert sign_in(client, oidc_provider, "sub-carol").status_code == 302
+    assert logged_in_user(client).username == "carol"
+
+
+def test_with_invitations_only_members_of_the_admin_groups_join_as_staff(
+    client, settings, sso, oidc_provider
+):
+    settings.SIGNUP = "invite"
+    sso(OIDC_GROUPS_CLAIM="groups", OIDC_ADMIN_GROUPS=["chat-admins"])
+    oidc_provider.set_user("sub-erin", {"preferred_username": "erin", "groups": ["chat-admins"]})
+    oidc_provider.set_user("sub-dave", {"preferred_username": "dave", "groups": ["finance"]})
+
+    assert sign_in(client, oidc_provider, "sub-erin").status_code == 302
+    assert User.objects.get(username="erin").is_staff
+    client.logout()
+    assert sign_in(client, oidc_provider, "sub-dave").status_code == 403
+    assert not User.objects.filter(username="dave").exists()
+
+
+def test_open_signup_lets_any_first_sign_in_make_an_account(client, settings, sso, oidc_provider):
+    settings.SIGNUP = "open"
+    oidc_provider.set_user("sub-carol", CAROL)
+    assert sign_in(client, oidc_provider, "sub-carol")["Location"] == "/"
+    assert User.objects.get(username="carol").is_active
+
+
+def test_with_approval_a_first_sign_in_waits_until_staff_approve_it(
+    client, settings, sso, oidc_provider, admin_client
+):
+    settings.SIGNUP = "approval"
+    oidc_provider.set_user("sub-carol", CAROL)
+
+    response = sign_in(client, oidc_provider, "sub-carol")
+
+    assert response.status_code == 200
+    assert "Your account is waiting for an administrator's approval." in response.content.decode()
+    assert logged_in_user(client).is_anonymous
+    carol = User.objects.get(username="carol")
+    assert not carol.is_active
+    assert PendingApproval.objects.get().user == carol
+    # Signing in again says the same, until staff approve the account on the Members page.
+    response = sign_in(client, oidc_provider, "sub-carol")
+    assert "waiting for an administrator" in response.content.decode()
+    assert logged_in_user(client).is_anonymous
+    assert "carol" in admin_client.get("/team/members/").content.decode()
+
+    admin_client.post(f"/team/members/{carol.pk}/approve/")
+
+    assert sign_in(client, oidc_provider, "sub-carol")["Location"] == "/"
+    assert logged_in_user(client) == carol
+
+
+def test_with_approval_an_invitation_skips_the_wait(client, settings, sso, oidc_provider):
+    settings.SIGNUP = "approval"
+    open_invitation_link(client)
+    oidc_provider.set_user("sub-carol", CAROL)
+    assert sign_in(client, oidc_provider, "sub-carol")["Location"] == "/"
+    assert logged_in_user(client).is_active
+    assert not PendingApproval.objects.exists()
 
 
 # --- The login page and OIDC_ONLY ------------------------------------------------------------

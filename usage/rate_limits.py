@@ -1,5 +1,6 @@
-"""Rate limits, with the `limits` library: replies started per member (`RATE_LIMIT_SENDS`) and
-cards imported per member (`RATE_LIMIT_CARD_IMPORTS`).
+"""Rate limits, with the `limits` library: replies started per member (`RATE_LIMIT_SENDS`),
+cards imported per member (`RATE_LIMIT_CARD_IMPORTS`), and sign-ups and password-reset
+requests per client address (`RATE_LIMIT_ACCOUNT_REQUESTS`).
 
 These guard the server from floods (a script on a socket, a loop of uploads); they are cheap,
 checked before any database work, and count every attempt. Spending is capped by the quotas
@@ -148,24 +149,46 @@ def refused_page(request: HttpRequest, refusal: Refusal) -> HttpResponse:
     return response
 
 
+def _hit(spec: str, namespace: str, key: str, cost: int, refusal) -> Refusal | None:
+    """Count `cost` attempts of `key` against the limits of `spec`; when one is passed,
+    `refusal(item, remaining, wait)` says so (nothing is counted for the limit refused)."""
+    try:
+        limiter = _limiter()
+        for item in _items(spec):
+            if not limiter.hit(item, namespace, key, cost=cost):
+                reset_time, remaining = limiter.get_window_stats(item, namespace, key)
+                return refusal(item, remaining, _retry_after(reset_time))
+    except Exception as exc:
+        log.warning("Rate limit %s not applied: its storage failed (%s)", namespace, exc)
+    return None
+
+
 def check_card_import(user_id: int, cards: int) -> Refusal | None:
     """Count `cards` card files member `user_id` is importing; a Refusal (nothing counted for
     the limit refused) when that would pass `RATE_LIMIT_CARD_IMPORTS`."""
-    items = _items(settings.RATE_LIMIT_CARD_IMPORTS)
-    if not items or cards <= 0:
+    if cards <= 0:
         return None
-    try:
-        limiter = _limiter()
-        for item in items:
-            if not limiter.hit(item, "card-import", str(user_id), cost=cards):
-                reset_time, remaining = limiter.get_window_stats(item, "card-import", str(user_id))
-                wait = _retry_after(reset_time)
-                can = f"you can import {remaining} more now" if remaining else "none are left"
-                return Refusal(
-                    f"You may import at most {item.amount} cards {_per(item)}; {can}. "
-                    f"Try again in {math.ceil(wait / 60)} min.",
-                    wait,
-                )
-    except Exception as exc:
-        log.warning("Card import rate limit not applied: its storage failed (%s)", exc)
-    return None
+
+    def refusal(item: RateLimitItem, remaining: int, wait: int) -> Refusal:
+        can = f"you can import {remaining} more now" if remaining else "none are left"
+        return Refusal(
+            f"You may import at most {item.amount} cards {_per(item)}; {can}. "
+            f"Try again in {math.ceil(wait / 60)} min.",
+            wait,
+        )
+
+    return _hit(settings.RATE_LIMIT_CARD_IMPORTS, "card-import", str(user_id), cards, refusal)
+
+
+def check_account_request(address: str | None) -> Refusal | None:
+    """Count a sign-up or password-reset request from client address `address` (each can
+    make an account or send an e-mail); a Refusal when over `RATE_LIMIT_ACCOUNT_REQUESTS`."""
+
+    def refusal(item: RateLimitItem, remaining: int, wait: int) -> Refusal:
+        return Refusal(
+            f"Too many sign-up or password reset requests from your address: at most "
+            f"{item.amount} {_per(item)}. Try again in {math.ceil(wait / 60)} min.",
+            wait,
+        )
+
+    return _hit(settings.RATE_LIMIT_ACCOUNT_REQUESTS, "account", address or "unknown", 1, refusal)

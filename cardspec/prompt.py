@@ -261,7 +261,7 @@ def split_examples(mes_example: str) -> list[str]:
 REGEX_KEY_TIMEOUT = 0.05  # seconds per search
 
 
-def _compile_regex_key(key: str, case_sensitive: bool) -> regex.Pattern[str] | None:
+def compile_regex_key(key: str, case_sensitive: bool) -> regex.Pattern[str] | None:
     """Compile a regex key (bare or ``/pattern/flags``); a broken pattern gives None."""
     slash = _SLASH_REGEX_RE.match(key)
     if slash:
@@ -352,7 +352,7 @@ def _make_matcher(
     if use_regex:
         patterns = []
         for key in keys:
-            compiled = _compile_regex_key(key, case_sensitive)
+            compiled = compile_regex_key(key, case_sensitive)
             if compiled is None:
                 notes.append(f"{label}: invalid regex key {key!r} never matches")
             else:

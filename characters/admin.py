@@ -31,8 +31,8 @@ _IMPORT_TEMPLATE = engines["django"].from_string(
   <a href="{% url 'admin:characters_character_changelist' %}">Characters</a> &rsaquo; Import cards
 </div>{% endblock %}
 {% block content %}
-<p>Character cards as PNG (V2 <code>chara</code> / V3 <code>ccv3</code>), JSON (V1/V2/V3) or
-CHARX files. Each file becomes a new character; a file that cannot be read is reported and
+<p>Character cards as PNG (V2 <code>chara</code> / V3 <code>ccv3</code>), JSON (V1/V2/V3),
+CHARX files or WebP cards as TavernAI saved them. Each file becomes a new character; a file that cannot be read is reported and
 nothing is saved for it.</p>
 {% if results %}<ul class="import-results">
   {% for result in results %}<li class="{{ result.status }}"><strong>{{ result.filename }}</strong>:
@@ -109,7 +109,6 @@ class CharacterAdmin(admin.ModelAdmin):
                 "fields": [
                     "system_prompt",
                     "post_history_instructions",
-                    "character_book",
                     "default_model",
                     "context_tokens",
                     "serika_character_id",
@@ -117,14 +116,15 @@ class CharacterAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Lorebook", {"fields": ["character_book"]}),
         ("Card metadata", {"fields": ["creator", "character_version", "creator_notes"]}),
         (
             "Card data kept for export",
             {
                 "classes": ["collapse"],
                 "fields": ["extensions", "card_extra"],
-                "description": "Card data this site does not use, written back on export. "
-                "Our own keys use the serika_web/ prefix.",
+                "description": "Card data this site does not use, written back on export, as "
+                "raw JSON. Our own keys use the serika_web/ prefix.",
             },
         ),
     ]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from django import forms
 from django.core.files.base import ContentFile
+from django.utils.html import escape
 
 from cardspec.cards import CardError, normalize_character_book
 from cardspec.images import AvatarError, normalize_avatar
-from cardspec.values import json_object, text_list
+from cardspec.macros import normalize_newlines
+from cardspec.values import clean_json_value, json_object, text_list
+from characters.editors import GreetingsField, LorebookField, TagsField
 from characters.import_export import check_character_card
 from characters.models import Character, UserPersona
 
@@ -20,7 +23,7 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class MultipleFileField(forms.FileField):
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".png,.json,.charx"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".png,.json,.charx,.webp"}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
@@ -42,7 +45,28 @@ def _json_textarea(rows: int = 6) -> forms.Textarea:
 
 
 class CharacterForm(forms.ModelForm):
-    """Every field a staff member edits in the admin, each checked as the card spec wants."""
+    """Every field a staff member edits in the admin, each checked as the card spec wants: tags,
+    greetings and the lorebook with their own editors (`characters/editors.py`), checked by the
+    import's rules; the card data without a structure (extensions, card_extra) as raw JSON."""
+
+    tags = TagsField(label="Tags", required=False)
+    alternate_greetings = GreetingsField(
+        item_label="Alternate greeting",
+        label="Alternate greetings",
+        required=False,
+        help_text="Offered instead of the greeting. Empty one to remove it.",
+    )
+    group_only_greetings = GreetingsField(
+        item_label="Group-only greeting",
+        label="Group-only greetings",
+        required=False,
+        help_text="Greetings for group chats only.",
+    )
+    character_book = LorebookField(
+        label="Lorebook",
+        required=False,
+        help_text="Entries added to the prompt when their keys come up in the chat.",
+    )
 
     class Meta:
         model = Character
@@ -54,20 +78,26 @@ class CharacterForm(forms.ModelForm):
             "context_tokens", "creator", "character_version", "creator_notes", "extensions",
             "card_extra",
         ]  # fmt: skip
-        widgets = {
-            "alternate_greetings": _json_textarea(),
-            "group_only_greetings": _json_textarea(3),
-            "tags": _json_textarea(2),
-            "character_book": _json_textarea(16),
-            "extensions": _json_textarea(8),
-            "card_extra": _json_textarea(8),
-        }
+        widgets = {"extensions": _json_textarea(8), "card_extra": _json_textarea(8)}
 
     # Fields that are not card data (relations, files, site settings): left out of the check.
     _NOT_CARD_FIELDS = ("avatar", "owner", "groups")
+    # Multi-line card text. A browser posts it back with \r\n line endings, and Django would
+    # trim it: a field posted back as shown keeps the card's text exactly, an edited one is
+    # stored with \n line endings, trimmed.
+    _CARD_TEXTS = (
+        "description", "personality", "scenario", "first_mes", "mes_example", "system_prompt",
+        "post_history_instructions", "creator_notes",
+    )  # fmt: skip
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # The admin shows help texts as HTML; ours are plain text ("<START> lines").
+        for form_field in self.fields.values():
+            form_field.help_text = escape(form_field.help_text)
+        for name in self._CARD_TEXTS:
+            if name in self.fields:
+                self.fields[name].strip = False
         # Site settings, not card data: a post that leaves them out (a scripted edit made
         # before they existed) keeps the character's current values instead of failing.
         for name in ("visibility", "prompt_mode"):
@@ -101,14 +131,23 @@ class CharacterForm(forms.ModelForm):
         except CardError as exc:
             raise forms.ValidationError(str(exc)) from exc
 
+    def _unless_unchanged(self, name):
+        """The posted list, or the stored one when the page posted it back as shown: the plain
+        tag line splits a tag holding a comma, browsers send greetings with CRLF line endings."""
+        value = self.cleaned_data.get(name)
+        stored = self.get_initial_for_field(self.fields[name], name)
+        return stored if value == self.fields[name].as_posted(stored) else value
+
     def clean_tags(self):
-        return self._checked("tags", lambda v: text_list(v, "tags"))
+        return self._checked("tags", lambda _: text_list(self._unless_unchanged("tags"), "tags"))
 
     def clean_alternate_greetings(self):
-        return self._checked("alternate_greetings", lambda v: text_list(v, "alternate_greetings"))
+        name = "alternate_greetings"
+        return self._checked(name, lambda _: text_list(self._unless_unchanged(name), name))
 
     def clean_group_only_greetings(self):
-        return self._checked("group_only_greetings", lambda v: text_list(v, "group_only_greetings"))
+        name = "group_only_greetings"
+        return self._checked(name, lambda _: text_list(self._unless_unchanged(name), name))
 
     def clean_extensions(self):
         return self._checked("extensions", lambda v: json_object(v, "extensions"))
@@ -117,10 +156,22 @@ class CharacterForm(forms.ModelForm):
         return self._checked("card_extra", lambda v: json_object(v, "card_extra"))
 
     def clean_character_book(self):
-        return self._checked("character_book", normalize_character_book)
+        name = "character_book"
+        if self.fields[name].widget.value_omitted_from_data(
+            self.data, self.files, self.add_prefix(name)
+        ):
+            # A post without the editor (a script written before it existed) keeps the book.
+            return self.instance.character_book
+        # The import's rules: cleaned text (no NUL), then the lorebook's own checks.
+        return self._checked(name, lambda book: normalize_character_book(clean_json_value(book)))
 
     def clean(self):
         cleaned = super().clean()
+        for name in self._CARD_TEXTS:
+            if isinstance(cleaned.get(name), str):
+                posted = normalize_newlines(cleaned[name])
+                stored = getattr(self.instance, name) or ""
+                cleaned[name] = stored if posted == normalize_newlines(stored) else posted.strip()
         if self.errors:
             return cleaned
         # The instance's current values, overlaid with the form's: a member form edits a subset.
@@ -141,54 +192,28 @@ class CharacterForm(forms.ModelForm):
         return cleaned
 
 
-class TagsField(forms.CharField):
-    """Tags as one comma-separated line (stored as the card's list of strings)."""
-
-    def prepare_value(self, value):
-        if isinstance(value, list | tuple):
-            return ", ".join(str(tag) for tag in value)
-        return value
-
-    def to_python(self, value):
-        text = super().to_python(value)
-        return [tag.strip() for tag in text.split(",") if tag.strip()]
-
-
-class GreetingsField(forms.CharField):
-    """Alternate greetings, one per block, blocks separated by a line holding only `---`."""
-
-    SEPARATOR = "\n---\n"
-
-    def prepare_value(self, value):
-        if isinstance(value, list | tuple):
-            return self.SEPARATOR.join(str(greeting) for greeting in value)
-        return value
-
-    def to_python(self, value):
-        text = super().to_python(value).replace("\r\n", "\n")
-        blocks = [block.strip() for block in f"\n{text}\n".split(self.SEPARATOR)]
-        return [block for block in blocks if block]
-
-
 class MemberCharacterForm(CharacterForm):
-    """What a member may edit on their own (always private) characters: the persona itself.
+    """What a member may edit on their own (always private) characters: the persona itself,
+    tags, greetings and the lorebook.
 
-    Visibility, owner, model, upstream persona and lorebook stay with staff (the admin); fields
-    the form leaves out keep their values, so an imported card still exports unchanged.
+    Visibility, owner, model, upstream persona, group-only greetings and the card data without a
+    structure stay with staff (the admin); fields the form leaves out keep their values, and the
+    editors keep what they do not show, so an imported card still exports unchanged.
     """
 
-    tags = TagsField(required=False, help_text="Separated by commas.")
-    alternate_greetings = GreetingsField(
+    group_only_greetings = None  # removes the inherited field: staff's, as before
+    character_book = LorebookField(
+        label="Lorebook",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="Separate greetings with a line holding only ---.",
+        help_text="Entries added to the prompt when their keys come up in the chat: "
+        "add, remove and reorder them here.",
     )
 
     class Meta(CharacterForm.Meta):
         fields = [
             "name", "nickname", "avatar", "tags", "description", "personality", "scenario",
             "first_mes", "alternate_greetings", "mes_example", "system_prompt",
-            "post_history_instructions", "creator_notes",
+            "post_history_instructions", "character_book", "creator_notes",
         ]  # fmt: skip
         widgets = {}
 

@@ -179,7 +179,7 @@ def test_a_member_creates_a_private_character(client, alice, bob):
             "name": "Pip",
             "tags": "cozy, tea",
             "first_mes": "Hi!",
-            "alternate_greetings": "A\n---\nB",
+            "alternate_greetings": ["A", "B"],  # one box each
         },
     )
 
@@ -200,7 +200,7 @@ def test_a_member_edits_her_import_and_the_card_keeps_everything_else(client, al
         "personality": "kind, curious, brave",
         "scenario": aiko.scenario,
         "first_mes": aiko.first_mes,
-        "alternate_greetings": "Welcome back!\n---\nShh, this is a library.",
+        "alternate_greetings": ["Welcome back!", "Shh, this is a library."],
         "mes_example": aiko.mes_example,
         "system_prompt": aiko.system_prompt,
         "post_history_instructions": aiko.post_history_instructions,

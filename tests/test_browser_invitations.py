@@ -141,7 +141,8 @@ def test_staff_invite_dave_who_joins_lands_in_the_chat_and_changes_his_password(
         assert [g.name for g in dave.groups.all()] == ["engineering"]
         assert Invitation.objects.get().used_by == dave
 
-        # The password change, from the top bar.
+        # The password change, from the member's menu in the top bar.
+        account.get_by_text("dave", exact=True).click()
         account.get_by_role("link", name="Change password").click()
         expect(dave_page.get_by_role("heading", name="Change password")).to_be_visible()
         look_at_every_size(dave_page, "password-change")

@@ -59,6 +59,7 @@ class Stats:
 
     def reset(self) -> None:
         self.started = 0
+        self.connections = 0
         self.finished = 0
         self.gone = 0
         self.active = 0
@@ -77,6 +78,8 @@ class Stats:
 
         return {
             "streams_started": self.started,
+            # TCP connections the app opened: with keep-alive, about the peak of its streams.
+            "connections_opened": self.connections,
             "streams_finished": self.finished,
             "streams_abandoned": self.gone,
             "active": self.active,
@@ -169,6 +172,7 @@ class Handler(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.stats.connections += 1
 
     def connection_lost(self, exc) -> None:
         self.closed = True

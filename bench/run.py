@@ -574,6 +574,8 @@ def summarize(args, n: int, direct: dict, relay: dict) -> dict:
         "fake_lateness_ms_max_relay": relay["fake"]["lateness_ms_max"],
         "fake_lateness_ms_p99_direct": direct["fake"]["lateness_ms_p99"],
         "fake_cpu_s_relay": relay["fake"]["cpu_s"],
+        # Warm-up, probe and main burst together: about N when connections are reused.
+        "upstream_connections": relay["fake"].get("connections_opened"),
         "foreign_cpu_share": main["foreign_cpu_s"] / main["wall_s"],
         "direct_foreign_cpu_share": direct["main"]["foreign_cpu_s"] / direct["main"]["wall_s"],
         "resyncs": sum(x.get("resyncs", 0) for x in main["replies"]),

@@ -33,6 +33,23 @@ EXCERPT_CHARS = 1_500
 
 # Running title tasks, held so they are not collected mid-request.
 _tasks: set[asyncio.Task] = set()
+# Titles written at once per process; the others wait their turn. A burst of first replies
+# (a team starting their day) would otherwise queue four database calls per title in front of
+# every send on the one database thread: 500 at once added seconds to the next replies' first
+# token (docs/benchmarks.md, "Why these figures differ").
+TITLE_CONCURRENCY = 2
+_turns: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _turn() -> asyncio.Semaphore:
+    """This event loop's semaphore of title turns (a semaphore belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        for stale in [other for other in _turns if other.is_closed()]:
+            del _turns[stale]
+        turn = _turns[loop] = asyncio.Semaphore(TITLE_CONCURRENCY)
+    return turn
 
 
 def title_request(task: conversation_actions.TitleTask) -> upstream.CompletionRequest:
@@ -67,7 +84,13 @@ def quota_refusal(owner_id: int, need: int) -> str | None:
 
 
 async def write_title(reply_id: int) -> None:
-    """Ask for and store the title of reply `reply_id`'s conversation, if it still has none."""
+    """Ask for and store the title of reply `reply_id`'s conversation, if it still has none
+    (at most TITLE_CONCURRENCY at once)."""
+    async with _turn():
+        await _write_title(reply_id)
+
+
+async def _write_title(reply_id: int) -> None:
     task = await conversation_actions.claim_auto_title(reply_id)
     if task is None:
         return

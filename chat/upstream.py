@@ -91,16 +91,25 @@ class MissingApiKey(UpstreamError):
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
 
+# httpcore's pool, each time a request starts or ends, counts all its connections once per
+# idle connection (`_assign_requests_to_connections`): with hundreds kept idle (the titles after
+# a burst of first replies), every request of the next burst cost milliseconds of CPU, and
+# the relay's CPU per token rose by half (docs/benchmarks.md, "Why these figures differ").
+KEEPALIVE_CONNECTIONS = 16
+
+
 def _client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
         for stale in [lp for lp in _clients if lp.is_closed()]:
             del _clients[stale]
-        # Keep every idle connection, for 30 s: the next replies reuse them instead of paying
-        # a new TCP and TLS handshake each (httpx's default keeps them 5 s). A connection the
-        # upstream closed meanwhile is noticed and dropped at checkout.
-        transport = PooledTransport(keepalive_expiry=30)
+        # Idle connections are kept 30 s (httpx's default: 5 s), so the next requests skip a
+        # TCP and TLS handshake; a connection the upstream closed meanwhile is dropped at
+        # checkout. At most KEEPALIVE_CONNECTIONS of them: see there.
+        transport = PooledTransport(
+            keepalive_expiry=30, max_keepalive_connections=KEEPALIVE_CONNECTIONS
+        )
         client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(

@@ -182,6 +182,43 @@ async def test_no_title_is_asked_when_the_members_token_quota_has_no_room_for_it
         assert await conversation_actions.claim_auto_title(reply.pk) is None
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_burst_of_first_replies_writes_its_titles_a_few_at_a_time(
+    upstream, alice, character, titles_on, monkeypatch
+):
+    import asyncio
+
+    from chat import upstream as upstream_module
+
+    chats = [
+        await Conversation.objects.acreate(owner=alice, character=character, title="Serika")
+        for _ in range(6)
+    ]
+    replies = [await sync_to_async(first_exchange)(chat) for chat in chats]
+    upstream.enqueue(*[Reply(tokens=[f"Topic {n}"]) for n in range(6)])
+    # The real request, held a little, so that titles would overlap if they could.
+    complete, running, most = upstream_module.complete, 0, 0
+
+    async def held(request, seconds):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.05)
+            return await complete(request, seconds)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(upstream_module, "complete", held)
+
+    await asyncio.gather(*(titles.write_title(reply.pk) for reply in replies))
+
+    assert most == titles.TITLE_CONCURRENCY
+    assert sorted([(await reload(chat)).title for chat in chats]) == [
+        f"Topic {n}" for n in range(6)
+    ]
+
+
 # --- renaming ---------------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 async def test_a_rename_is_heard_by_every_tab_and_no_automatic_title_replaces_it(

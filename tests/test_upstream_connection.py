@@ -122,3 +122,22 @@ async def test_the_transport_raises_httpx_errors_for_httpcore_ones():
     async with httpx.AsyncClient(transport=PooledTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{free_port()}/")
+
+
+async def test_the_pool_keeps_a_bounded_number_of_idle_connections(upstream):
+    # httpcore's pool does work proportional to idle times all connections on every request; after
+    # a burst of titles it must not keep one idle connection per request (chat/upstream.py).
+    from chat import upstream as upstream_module
+
+    request = CompletionRequest(
+        model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=8, stream=False
+    )
+    many = 3 * upstream_module.KEEPALIVE_CONNECTIONS
+    completions = await asyncio.gather(
+        *(upstream_module.complete(request, 10) for _ in range(many))
+    )
+
+    assert [c.text for c in completions] == ["Hello, world!"] * many
+    pool = upstream_module._client()._transport._pool
+    assert 0 < len(pool.connections) <= upstream_module.KEEPALIVE_CONNECTIONS
+    await upstream_module.close_loop_client()

@@ -478,6 +478,14 @@ def chromium_page(
             connections.close_all()
 
 
+def log_in(page: Any, url: str, username: str, password: str, next_path: str = "") -> None:
+    """Log in through the login page's form (then on to `next_path`, when given)."""
+    page.goto(f"{url}/login/" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
 def log_in_and_open_a_chat(page: Any, url: str, username: str, password: str) -> None:
     """Log in through the login page and start a chat with the fixture character, Serika."""
     from playwright.sync_api import expect

@@ -31,10 +31,7 @@ def test_home_page_character_page_and_greeting_show_the_same_expanded_text(daphn
     mira = Character.objects.create(name="Mira", description=TEXT, first_mes=TEXT)
     url = daphne_server.url
 
-    page.goto(f"{url}/login/")
-    page.get_by_label("Username").fill("mel")
-    page.get_by_label("Password").fill("mel-password")
-    page.get_by_role("button", name="Log in").click()
+    live.log_in(page, url, "mel", "mel-password")
     expect(page.get_by_role("heading", name="Start a chat")).to_be_visible()
 
     card = page.locator(".character-card", has_text="Mira")

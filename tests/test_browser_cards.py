@@ -41,10 +41,7 @@ def test_staff_upload_a_png_card_in_the_admin_and_chat_with_it_from_the_library(
     upstream.enqueue(Reply(tokens=["Shh... ", "the ", "books ", "are ", "sleeping."], gap=0.2))
     url = daphne_server.url
 
-    page.goto(f"{url}/login/")
-    page.get_by_label("Username").fill("sam")
-    page.get_by_label("Password").fill("sam-password")
-    page.get_by_role("button", name="Log in").click()
+    live.log_in(page, url, "sam", "sam-password")
     expect(page.get_by_role("heading", name="Start a chat")).to_be_visible()
 
     # The admin's import page: one PNG card with its chara chunk.

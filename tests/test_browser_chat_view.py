@@ -30,10 +30,7 @@ def test_copy_code_and_copy_put_the_code_and_the_raw_message_on_the_clipboard(
     upstream.enqueue(Reply(tokens=["Here:\n\n```python\n", "print('hi')\n", "```\n"]))
     page = browser.page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=daphne_server.url)
-    page.goto(f"{daphne_server.url}/login/?next=/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("alice-password")
-    page.get_by_role("button", name="Log in").click()
+    live.log_in(page, daphne_server.url, "alice", "alice-password", next_path="/")
     page.get_by_role("button", name="Chat with Serika").click()
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
 
@@ -74,13 +71,6 @@ def make_alice():
     )
 
 
-def log_in_alice(page, url: str) -> None:
-    page.goto(f"{url}/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("alice-password")
-    page.get_by_role("button", name="Log in").click()
-
-
 def _end_in_view(page) -> bool:
     """Whether the transcript's last message ends inside the transcript's visible area."""
     return page.evaluate(
@@ -113,7 +103,7 @@ def test_a_streaming_reply_stays_in_view_until_the_member_scrolls_up_then_jump_t
     lines = [f"Line {i} of a long story.\n\n" for i in range(80)]
     upstream.enqueue(Reply(tokens=lines, gap=0.1))  # ~8 s, growing by a paragraph each step
     page = browser.page
-    log_in_alice(page, daphne_server.url)
+    live.log_in(page, daphne_server.url, "alice", "alice-password")
     page.goto(f"{daphne_server.url}/conversations/{conversation.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
     jump = page.get_by_role("button", name="Jump to latest")
@@ -159,7 +149,7 @@ def test_on_a_phone_the_conversations_button_opens_the_list_as_a_drawer(
     current = actions.start_conversation(user, character)
     page = browser.page
     page.set_viewport_size({"width": 390, "height": 844})
-    log_in_alice(page, daphne_server.url)
+    live.log_in(page, daphne_server.url, "alice", "alice-password")
     page.goto(f"{daphne_server.url}/conversations/{current.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
 

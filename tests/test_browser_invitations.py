@@ -50,13 +50,6 @@ def staff_member(username: str):
     )
 
 
-def log_in(page, url: str, username: str, password: str) -> None:
-    page.goto(f"{url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-
-
 def look_at_every_size(page, name: str) -> None:
     """The page fits a laptop and a phone, light and dark (no sideways scrolling); saved as
     screenshots with SERIKA_SCREENSHOT."""
@@ -97,7 +90,7 @@ def test_staff_invite_dave_who_joins_lands_in_the_chat_and_changes_his_password(
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
 
     # Root makes the invitation on the Members page, reached from the top bar.
-    log_in(page, url, "root", "root-password")
+    live.log_in(page, url, "root", "root-password")
     page.get_by_role("navigation", name="Account").get_by_role("link", name="Members").click()
     expect(page.get_by_role("heading", name="Members", exact=True)).to_be_visible()
     expect(page.get_by_role("heading", name="Invitations")).to_be_visible()
@@ -200,11 +193,11 @@ def test_erin_signs_up_waits_for_approval_and_gets_in_once_staff_approve(
         assert PendingApproval.objects.get().user.username == "erin"
 
         # Logging in says the same until root approves.
-        log_in(erin_page, url, "erin", "a long sea view")
+        live.log_in(erin_page, url, "erin", "a long sea view")
         expect(erin_page.get_by_text(waiting)).to_be_visible()
 
         page = browser.page
-        log_in(page, url, "root", "root-password")
+        live.log_in(page, url, "root", "root-password")
         page.goto(f"{url}/team/members/")
         waiting_list = page.get_by_role("region", name="Waiting for approval")
         expect(waiting_list).to_contain_text("erin")
@@ -213,7 +206,7 @@ def test_erin_signs_up_waits_for_approval_and_gets_in_once_staff_approve(
         expect(page.get_by_text("erin may now log in.")).to_be_visible()
         expect(page.get_by_text("Nobody is waiting.")).to_be_visible()
 
-        log_in(erin_page, url, "erin", "a long sea view")
+        live.log_in(erin_page, url, "erin", "a long sea view")
         expect(erin_page).to_have_url(f"{url}/")
         expect(erin_page.get_by_role("heading", name="Start a chat")).to_be_visible()
         assert erin_browser.problems == []

@@ -24,13 +24,6 @@ browser = live.browser
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def log_in(page, server, username: str, password: str) -> None:
-    page.goto(f"{server.url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-
-
 def test_a_refused_or_unsent_message_stays_in_the_box(daphne_server, upstream, character, browser):
     from playwright.sync_api import expect
 
@@ -41,7 +34,7 @@ def test_a_refused_or_unsent_message_stays_in_the_box(daphne_server, upstream, c
     conversation = actions.start_conversation(alice, character)
     upstream.enqueue(Reply(tokens=["Fine, ", "thanks."]))
     page = browser.page
-    log_in(page, daphne_server, "alice", "alice-password")
+    live.log_in(page, daphne_server.url, "alice", "alice-password")
     page.goto(f"{daphne_server.url}/conversations/{conversation.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
     message_box = page.get_by_role("textbox", name="Message")
@@ -92,7 +85,7 @@ def test_a_tab_keeps_the_longer_text_when_a_sweep_marks_the_reply_interrupted(
     conversation = actions.start_conversation(alice, character)
     upstream.enqueue(Reply(tokens=[f"w{i} " for i in range(120)], gap=0.05))  # 6 s
     page = browser.page
-    log_in(page, daphne_server, "alice", "alice-password")
+    live.log_in(page, daphne_server.url, "alice", "alice-password")
     page.goto(f"{daphne_server.url}/conversations/{conversation.pk}/")
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
     page.get_by_role("textbox", name="Message").fill("Count")

@@ -46,10 +46,7 @@ def test_a_member_edits_tags_greetings_and_the_lorebook_of_her_character(daphne_
     archive, cat, harbor = aiko.character_book["entries"]
     url = daphne_server.url
 
-    page.goto(f"{url}/login/")
-    page.get_by_label("Username").fill("mel")
-    page.get_by_label("Password").fill("mel-password")
-    page.get_by_role("button", name="Log in").click()
+    live.log_in(page, url, "mel", "mel-password")
     expect(page.get_by_role("heading", name="Start a chat")).to_be_visible()
     page.goto(f"{url}/characters/{aiko.pk}/edit/")
 

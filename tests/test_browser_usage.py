@@ -31,10 +31,7 @@ def member(username: str, **fields):
 
 
 def log_in(page, url: str, username: str, next_path: str = "/") -> None:
-    page.goto(f"{url}/login/?next={next_path}")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(f"{username}-password")
-    page.get_by_role("button", name="Log in").click()
+    live.log_in(page, url, username, f"{username}-password", next_path)
 
 
 def test_a_used_up_quota_refuses_a_send_keeps_the_text_and_the_usage_page_shows_why(

@@ -10,7 +10,7 @@ import pytest
 from chat.models import Conversation, Message
 from tests import live
 from tests.fake_upstream import Reply
-from tests.test_browser_chat_view import log_in_alice, make_alice
+from tests.test_browser_chat_view import make_alice
 
 static_root = live.static_root
 daphne_servers = live.daphne_servers
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def open_chat(page, url: str):
     from playwright.sync_api import expect
 
-    log_in_alice(page, url)
+    live.log_in(page, url, "alice", "alice-password")
     page.get_by_role("button", name="Chat with Serika").click()
     expect(page.locator("#chat")).to_have_attribute("data-connected", "true")
 

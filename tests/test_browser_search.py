@@ -11,7 +11,7 @@ import pytest
 from chat.models import Conversation, Message
 from tests import live
 from tests.conftest import store_chain
-from tests.test_browser_chat_view import log_in_alice, make_alice
+from tests.test_browser_chat_view import make_alice
 
 static_root = live.static_root
 daphne_servers = live.daphne_servers
@@ -57,7 +57,7 @@ def test_searching_shows_the_highlighted_hit_and_opening_it_shows_its_branch_at_
     alice = make_alice()
     conversation, heron, heron_leaf = birds(alice)
     page = browser.page
-    log_in_alice(page, daphne_server.url)
+    live.log_in(page, daphne_server.url, "alice", "alice-password")
 
     box = page.get_by_role("searchbox", name="Search conversations")
     box.fill("heron")

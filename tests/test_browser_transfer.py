@@ -15,7 +15,7 @@ from chat import actions
 from chat.formats import read_ours
 from tests import live
 from tests.conftest import store_chain
-from tests.test_browser_chat_view import log_in_alice, make_alice
+from tests.test_browser_chat_view import make_alice
 
 static_root = live.static_root
 daphne_servers = live.daphne_servers
@@ -43,7 +43,7 @@ def test_alice_exports_chats_and_imports_a_sillytavern_file_through_the_pages(
     )
     url = daphne_server.url
     page = browser.page
-    log_in_alice(page, url)
+    live.log_in(page, url, "alice", "alice-password")
 
     # One chat, from its "More" menu, as SillyTavern JSONL.
     page.goto(f"{url}/conversations/{conversation.pk}/")

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from importlib import import_module
 from types import SimpleNamespace
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
 from django.http import Http404
 
+from chat.database_threads import database_call
 from chat.models import Conversation
 
 # Websocket close codes (docs/websocket-protocol.md).
@@ -27,13 +27,13 @@ def get_conversation_for_user(user, pk) -> Conversation:
         raise Http404("No such conversation.") from exc
 
 
-@database_sync_to_async
+@database_call
 def aget_conversation_for_user(user, pk) -> Conversation | None:
     """The async twin of `get_conversation_for_user`, for consumers: None when not theirs.
 
-    Through Channels' `database_sync_to_async`, not the ORM's `aget`: it hands the connection
-    back (to the pool, on PostgreSQL) when done, where `aget` would keep it checked out on the
-    shared thread until that thread's next query.
+    Through `database_call` (Channels' `database_sync_to_async`), not the ORM's `aget`: it
+    hands the connection back (to the pool, on PostgreSQL) when done, where `aget` would keep it
+    checked out on the shared thread until that thread's next query.
     """
     try:
         return Conversation.objects.for_user(user).get(pk=pk)

@@ -27,6 +27,7 @@ from cardspec.macros import card_text
 from characters.personas import persona_for
 from chat import events
 from chat.access import SocketAccess
+from chat.database_threads import database_call
 from chat.models import Conversation, Message
 from chat.reply_requests import PromptInputs, build_request, prompt_inputs
 from chat.tree import Tree, load_tree, path_messages
@@ -261,7 +262,7 @@ def _store_exchange(
     return user_message, reply
 
 
-@database_sync_to_async
+@database_call
 def _post_user_message_sync(access: SocketAccess, content: str, generator_channel: str) -> _Stored:
     try:
         with _member_writing(access) as conversation:
@@ -301,7 +302,7 @@ async def _announce_exchange(stored: _Stored) -> StartedReply:
     return started
 
 
-@database_sync_to_async
+@database_call
 def _regenerate_sync(
     access: SocketAccess, generator_channel: str, message_id: int | None
 ) -> _Stored:
@@ -346,7 +347,7 @@ async def regenerate_reply(
     return started
 
 
-@database_sync_to_async
+@database_call
 def _continue_sync(access: SocketAccess, generator_channel: str, message_id: int | None) -> _Stored:
     try:
         with _member_writing(access) as conversation:
@@ -400,7 +401,7 @@ async def continue_reply(
     return started
 
 
-@database_sync_to_async
+@database_call
 def _edit_message_sync(
     access: SocketAccess, message_id: int, content: str, generator_channel: str | None
 ) -> _Stored | Message:
@@ -472,7 +473,7 @@ def _changeable_tree(conversation: Conversation, message_id: int) -> Tree:
     return tree
 
 
-@database_sync_to_async
+@database_call
 def _switch_branch_sync(access: SocketAccess, message_id: int) -> tuple[int | None, list[Message]]:
     with _member_writing(access) as conversation:
         tree = _changeable_tree(conversation, message_id)
@@ -491,7 +492,7 @@ async def switch_branch(access: SocketAccess, message_id: int) -> None:
     await events.path_changed(access.conversation_id, parent_id, messages)
 
 
-@database_sync_to_async
+@database_call
 def _delete_message_sync(access: SocketAccess, message_id: int) -> tuple[int | None, list[Message]]:
     with _member_writing(access) as conversation:
         tree = _changeable_tree(conversation, message_id)
@@ -523,7 +524,7 @@ async def delete_message(access: SocketAccess, message_id: int) -> None:
     await events.path_changed(access.conversation_id, parent_id, messages)
 
 
-@database_sync_to_async
+@database_call
 def _store_prompt_note(reply: Message) -> None:
     Message.objects.filter(pk=reply.pk).update(prompt_note=reply.prompt_note)
 
@@ -531,7 +532,7 @@ def _store_prompt_note(reply: Message) -> None:
 async def _started(stored: _Stored) -> StartedReply:
     """Build the stored reply's request off the database thread; store its note, if any.
 
-    All database work of a send runs on one shared thread (Channels' `database_sync_to_async`),
+    On SQLite all database work of a send runs on one shared thread (`chat.database_threads`),
     so a prompt built there (a lorebook's searches can take up to the scan budget) held up
     every user's sends, sockets, flushes and heartbeats meanwhile. A lorebook character's
     prompt (the only slow kind) is built in a worker thread of the default executor instead,
@@ -603,7 +604,7 @@ class ReplyOutcome:
     charge: Charge | None = None
 
 
-@database_sync_to_async
+@database_call
 def _finish_reply_sync(reply: Message, outcome: ReplyOutcome, html: str) -> Message:
     with transaction.atomic():
         reply = _store_final(reply, outcome, html)

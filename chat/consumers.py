@@ -11,7 +11,6 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -29,6 +28,7 @@ from chat.access import (
     conversation_group,
     user_group,
 )
+from chat.database_threads import database_call
 from chat.models import Message
 from serika_web import log_context, metrics
 from usage import rate_limits
@@ -37,7 +37,7 @@ from usage.accounting import QuotaExceeded
 log = logging.getLogger(__name__)
 
 
-@database_sync_to_async
+@database_call
 def _sync_state(
     access: SocketAccess, after: int, have: set[int] | None
 ) -> tuple[list[int], dict[str, list[int]], list[Message]]:
@@ -65,12 +65,12 @@ def _streaming_reply_sync(conversation_id: int) -> Message | None:
     ).first()
 
 
-@database_sync_to_async
+@database_call
 def _checked_streaming_reply(access: SocketAccess) -> Message | None:
     return _streaming_reply_sync(access.conversation().pk)
 
 
-_streaming_reply = database_sync_to_async(_streaming_reply_sync)
+_streaming_reply = database_call(_streaming_reply_sync)
 
 # Said when the database cannot be reached: nothing was stored, the browser keeps the text.
 UNAVAILABLE = "The server cannot reach its database right now; nothing was saved. Try again soon."
@@ -81,7 +81,7 @@ CLOSE_TRY_AGAIN = 1013
 
 # Events dispatched without the database-thread hop Channels makes before every event to close
 # stale connections: the relayed ones touch no database, and frame handlers reach it only
-# through `database_sync_to_async`, which closes stale connections itself. (The hop per event
+# through `database_call`, which closes stale connections itself. (The hop per event
 # was a thread round trip per delta and per browser frame.)
 _DIRECT_EVENTS = frozenset(
     {

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
 from chat import events
 from chat.access import SocketAccess
+from chat.database_threads import database_call
 from chat.models import Conversation, Message
 
 TITLE_MAX_CHARS = 200  # the column's size
@@ -26,7 +26,7 @@ def clean_title(text: str) -> str:
     return title[:TITLE_MAX_CHARS].strip()
 
 
-@database_sync_to_async
+@database_call
 def _rename_sync(access: SocketAccess, title: str) -> Conversation:
     conversation = access.conversation()
     conversation.title = title
@@ -58,7 +58,7 @@ class TitleTask:
     answer: str
 
 
-@database_sync_to_async
+@database_call
 def claim_auto_title(reply_id: int) -> TitleTask | None:
     """Claim the one automatic title of reply `reply_id`'s conversation; None when it has a
     title already (written, being written, or the member's own) or the reply is gone.
@@ -88,7 +88,7 @@ def claim_auto_title(reply_id: int) -> TitleTask | None:
     )
 
 
-@database_sync_to_async
+@database_call
 def _set_auto_title_sync(conversation_id: int, title: str) -> Conversation | None:
     with transaction.atomic():
         changed = Conversation.objects.filter(

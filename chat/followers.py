@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
-
 from chat import events, generation, presence
+from chat.database_threads import database_call
 from chat.models import Message
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ SILENCE_SECONDS = 3.0
 _watcher: asyncio.Task | None = None
 
 
-@database_sync_to_async
+@database_call
 def _replies(conversation_ids: set[int], reply_ids: set[int]) -> dict[int, Message]:
     # Scoped by the sockets' own conversations as well as by id.
     replies = Message.objects.filter(conversation_id__in=conversation_ids, pk__in=reply_ids)

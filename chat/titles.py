@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from cardspec.prompt import count_message_tokens
 from chat import conversation_actions, upstream
+from chat.database_threads import database_call
 from usage import models as usage
 from usage.accounting import measure
 
@@ -97,7 +97,7 @@ async def _write_title(reply_id: int) -> None:
     request = title_request(task)
     # Claimed all the same: like a failed title, a skipped one is not asked again.
     need = count_message_tokens(request.messages) + TITLE_MAX_TOKENS
-    refusal = await database_sync_to_async(quota_refusal)(task.owner_id, need)
+    refusal = await database_call(quota_refusal)(task.owner_id, need)
     if refusal is not None:
         log.info("No title for conversation %s: %s", task.conversation_id, refusal)
         return
@@ -107,7 +107,7 @@ async def _write_title(reply_id: int) -> None:
         log.warning("No title for conversation %s: %s", task.conversation_id, exc.code)
         return
     # The title's tokens are the member's usage, like their replies'.
-    await database_sync_to_async(usage.record)(
+    await database_call(usage.record)(
         task.owner_id,
         task.character,
         request.model,

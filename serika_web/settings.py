@@ -134,6 +134,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Keep the connection: every ORM call from async code would otherwise open (and run the
     # PRAGMAs on) a fresh one, which cost a quarter of the relay's CPU under load.
     DATABASES["default"]["CONN_MAX_AGE"] = None
+    # One writer at a time: the chat's database work stays on Channels' one shared thread.
+    DATABASE_THREADS = 0
 else:
     # A bounded pool of connections per process (Django's psycopg pool). Without it every
     # concurrent request has a thread, and every thread its own connection: a burst of page
@@ -145,6 +147,16 @@ else:
     # Long enough for a burst to drain: 500 members opening chats at once on two processes
     # (2 cores) took 30 s, and a 5 s wait turned a fifth of them into 503s (bench/open_chats.py).
     DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=30.0)
+    # The chat's database calls run on this many threads per process (`chat.database_threads`):
+    # each mostly waits for PostgreSQL, and on one thread a burst of sends queued behind those
+    # waits. Each thread borrows a pooled connection per call; the rest of the pool serves pages
+    # (by default at least half of it).
+    DATABASE_THREADS = env.int("DATABASE_THREADS", default=min(4, DATABASE_POOL_MAX_SIZE // 2))
+    if not 0 <= DATABASE_THREADS < DATABASE_POOL_MAX_SIZE:
+        raise ImproperlyConfigured(
+            "DATABASE_THREADS must be at least 0 and less than DATABASE_POOL_MAX_SIZE "
+            f"({DATABASE_POOL_MAX_SIZE}), so that pages still get connections."
+        )
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"].get("OPTIONS", {}),
         "pool": {

@@ -37,6 +37,12 @@ else:
     # Per-process test database, so two test runs on one server never drop each other's.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
+# In-process tests run inside a transaction on the test thread's connection, which other
+# threads' connections cannot see: their database calls stay on Channels' one shared thread
+# (tests/test_database_threads.py turns the threads on with a committed database; servers
+# started by the tests use the production default).
+DATABASE_THREADS = 0
+
 # In-process tests need no collectstatic; servers started by tests use the manifest storage.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

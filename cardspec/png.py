@@ -113,10 +113,12 @@ def _comparable(card: Card) -> dict[str, Any]:
     """The V2 view of a card, for telling whether the `chara` and `ccv3` copies differ.
 
     V2 export strips decorators, so copies that differ only in those (common in V3 exports) or in
-    `use_regex` compare equal.
+    `use_regex` compare equal, as do a `character_version` given as a number in one copy and as
+    the same text in the other (`1.2` and `"1.2"`).
     """
     data = card_to_v2_dict(card)["data"]
     view = {name: data.get(name) for name in V2_FIELDS}
+    view["character_version"] = card.character_version
     book = view.get("character_book")
     if book:
         for entry in book.get("entries", []):

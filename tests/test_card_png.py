@@ -93,6 +93,22 @@ def test_ccv3_wins_when_both_chunks_hold_the_same_character_without_a_warning():
     assert warnings == []
 
 
+@pytest.mark.parametrize(("v2_version", "warned"), [("1.2", False), ("1.3", True)])
+def test_a_version_given_as_a_number_in_one_copy_and_as_text_in_the_other_is_the_same(
+    v2_version, warned
+):
+    v3 = v3_card()
+    v3["data"]["character_version"] = 1.2
+    v2 = card_to_v2_dict(card_from_dict(v3))
+    v2["data"]["character_version"] = v2_version
+    warnings: list[str] = []
+
+    card, _ = read_card_png(card_png(chara=v2, ccv3=v3), warnings)
+
+    assert card_to_v3_dict(card)["data"]["character_version"] == 1.2  # kept as given
+    assert any("two different versions" in warning for warning in warnings) == warned
+
+
 def test_ccv3_wins_when_the_chunks_differ_and_the_user_is_told():
     other = v2_card()
     other["data"]["name"] = "Somebody else"

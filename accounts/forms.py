@@ -3,6 +3,7 @@ labels, plus the staff's invitation form."""
 
 from __future__ import annotations
 
+from axes.utils import reset as reset_login_failures
 from django import forms
 from django.conf import settings
 from django.contrib.auth import forms as auth_forms
@@ -25,6 +26,11 @@ class LoginForm(auth_forms.AuthenticationForm):
         except ValidationError:
             if self._is_pending_with_right_password():
                 self.pending = True
+                # Django refused the login (the account is inactive), so django-axes counted a
+                # failure; a right password resets the count, as a successful login does
+                # (AXES_RESET_ON_SUCCESS), or a member checking whether they were approved yet
+                # would lock themselves out.
+                reset_login_failures(username=self.cleaned_data["username"])
             raise
 
     def _is_pending_with_right_password(self) -> bool:

@@ -177,6 +177,24 @@ def test_a_locked_out_pending_member_is_not_told_the_password_is_right(client, s
     assert "waiting" not in response.content.decode()
 
 
+def test_a_pending_member_who_keeps_checking_with_the_right_password_is_not_locked_out(
+    client, settings
+):
+    settings.SIGNUP = "approval"
+    client.post("/signup/", DAVE)
+    log_in(client, "dave", "a wrong guess")  # a typo first: it counts, and is then forgiven
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        response = log_in(client, "dave", "a long sea view")
+        assert response.status_code == 200
+        assert "Your account is waiting for an administrator's approval." in (
+            response.content.decode()
+        )
+    # Wrong passwords still count from zero: the limit's worth locks the name out.
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        log_in(client, "dave", f"guess-{n}")
+    assert log_in(client, "dave", "a long sea view").status_code == 429
+
+
 def test_staff_approve_a_waiting_account_on_the_members_page(client, settings, staff_client):
     settings.SIGNUP = "approval"
     client.post("/signup/", DAVE)

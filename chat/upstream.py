@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -230,6 +231,25 @@ def _parse_chunk(data: str) -> list[Event]:
     return events
 
 
+# After [DONE] only the end of the body is due, normally in the same packet. Read so far, the
+# connection goes back to the pool for the next reply: a new one costs a TCP and a TLS handshake,
+# round trips to the upstream before that reply's first token. A server that goes on past
+# these bounds loses the connection instead (closed when the response is).
+AFTER_DONE_SECONDS = 0.5
+AFTER_DONE_BYTES = 65536
+
+
+async def _read_to_end(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE], within AFTER_DONE_SECONDS and AFTER_DONE_BYTES."""
+    received = 0
+    with contextlib.suppress(TimeoutError, httpx.TransportError, httpx.StreamError):
+        async with asyncio.timeout(AFTER_DONE_SECONDS):
+            async for rest in chunks:
+                received += len(rest)
+                if received > AFTER_DONE_BYTES:
+                    return
+
+
 async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Event]]:
     """Stream one completion: each item holds the events of one received HTTP chunk.
 
@@ -266,13 +286,15 @@ async def stream_completion(request: CompletionRequest) -> AsyncIterator[list[Ev
             # SSE is always UTF-8 (the spec ignores any charset); decoding here skips httpx's
             # text layers, a per-read cost.
             utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            async for data in response.aiter_bytes():
+            chunks = response.aiter_bytes()
+            async for data in chunks:
                 text = utf8.decode(data)
                 batch: list[Event] = []
                 for data in events.feed(text):
                     if data == "[DONE]":
                         if batch:
                             yield batch
+                        await _read_to_end(chunks)
                         return
                     batch.extend(_events_of(data))
                 if batch:

@@ -78,6 +78,8 @@ class Reply:
     keepalive_interval: float = 0.0
     finish_reason: str | None = "stop"  # None: no chunk carries a finish_reason
     send_done: bool = True  # send "data: [DONE]"
+    # Seconds between [DONE] and the end of the body (0: the end goes out with [DONE]).
+    end_after_done: float = 0.0
     usage: bool = True  # usage chunk, when the request asked stream_options.include_usage
     status: int = 200  # non-200: a JSON error body instead of a stream
     error_message: str = "The fake upstream failed on purpose."
@@ -687,6 +689,12 @@ class FakeUpstream:
                     )
                 )
                 await out.send(data_head + usage + end)
+            if reply.send_done and reply.end_after_done:
+                await out.send(b"data: [DONE]" + end)
+                await out.flush()
+                await asyncio.sleep(reply.end_after_done)
+                await out.finish()
+                return "done"
             await out.finish(b"data: [DONE]" + end if reply.send_done else b"")
             return "done"
         if cut == "end":

@@ -141,3 +141,40 @@ async def test_the_pool_keeps_a_bounded_number_of_idle_connections(upstream):
     pool = upstream_module._client()._transport._pool
     assert 0 < len(pool.connections) <= upstream_module.KEEPALIVE_CONNECTIONS
     await upstream_module.close_loop_client()
+
+
+async def read_text(request: CompletionRequest) -> str:
+    text = ""
+    async for batch in stream_completion(request):
+        text += "".join(event.text for event in batch if isinstance(event, Delta))
+    return text
+
+
+async def test_replies_one_after_another_share_one_connection(upstream):
+    # Read to the body's end after [DONE], the connection goes back to the pool: the next reply
+    # skips the TCP (and, for the real API, TLS) handshake.
+    from chat import upstream as upstream_module
+
+    request = CompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    for word in ("One", "Two", "Three"):
+        upstream.enqueue(Reply(tokens=[word]))
+        assert await read_text(request) == word
+
+    connections = {r.connection_id for r in upstream.wait_for_requests(3)}
+    assert len(connections) == 1
+    await upstream_module.close_loop_client()
+
+
+async def test_a_body_that_goes_on_after_done_ends_the_reply_all_the_same(upstream):
+    # The body's end comes a minute after [DONE]: the reply ends within AFTER_DONE_SECONDS,
+    # complete, and its connection is closed rather than waited for.
+    from chat import upstream as upstream_module
+
+    request = CompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    upstream.enqueue(Reply(tokens=["Late", " end"], end_after_done=60), Reply(tokens=["Next"]))
+
+    assert await asyncio.wait_for(read_text(request), 10) == "Late end"
+    assert await read_text(request) == "Next"
+    first, second = upstream.wait_for_requests(2)
+    assert first.connection_id != second.connection_id
+    await upstream_module.close_loop_client()

@@ -45,13 +45,19 @@ def database_call(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     """`fn` made awaitable like `database_sync_to_async(fn)` (stale connections closed before
     and after), run on a database thread when there are any, else on Channels' shared one."""
     shared = database_sync_to_async(fn)
+    pooled: tuple[ThreadPoolExecutor, Callable[P, Awaitable[R]]] | None = None
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        nonlocal pooled
         executor = _threads()
         if executor is None:
             return await shared(*args, **kwargs)
-        pooled = database_sync_to_async(fn, thread_sensitive=False, executor=executor)
-        return await pooled(*args, **kwargs)
+        if pooled is None or pooled[0] is not executor:  # made once per pool, not per call
+            pooled = (
+                executor,
+                database_sync_to_async(fn, thread_sensitive=False, executor=executor),
+            )
+        return await pooled[1](*args, **kwargs)
 
     return call

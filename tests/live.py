@@ -478,6 +478,34 @@ def chromium_page(
             connections.close_all()
 
 
+def production_settings(
+    env: dict[str, str], names: str = "", *, unset_prefix: str = ""
+) -> subprocess.CompletedProcess:
+    """Import `serika_web.settings` in a new interpreter, with `env` over this process's
+    environment (less the variables that start with `unset_prefix`, when given). When it starts,
+    its stdout is the JSON list of the settings `names` (space-separated; null for one not set)."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not (unset_prefix and name.startswith(unset_prefix))
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from serika_web import settings as s; "
+            "print(json.dumps([getattr(s, n, None) for n in sys.argv[1:]]))",
+            *names.split(),
+        ],
+        cwd=ROOT,
+        env={**inherited, "SECRET_KEY": "x" * 50, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def log_in(page: Any, url: str, username: str, password: str, next_path: str = "") -> None:
     """Log in through the login page's form (then on to `next_path`, when given)."""
     page.goto(f"{url}/login/" + (f"?next={next_path}" if next_path else ""))

@@ -2,9 +2,7 @@
 one member's send that waits does not hold up another member's."""
 
 import asyncio
-import os
-import subprocess
-import sys
+import json
 import threading
 
 import pytest
@@ -15,6 +13,7 @@ from django.db import connections, transaction
 
 from chat import actions
 from chat.models import Message
+from tests import live
 from tests.test_quotas import access_for
 
 postgresql_only = pytest.mark.skipif(
@@ -80,43 +79,28 @@ def test_with_no_database_threads_every_call_waits_its_turn_on_one(alice, bob, s
     assert not send_while_alices_row_is_locked(alice, bob)
 
 
-def database_threads(**env: str) -> subprocess.CompletedProcess:
-    """The DATABASE_THREADS the production settings arrive at with this environment."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from django.conf import settings; print(settings.DATABASE_THREADS)",
-        ],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "serika_web.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("env", "threads"),
     [
-        ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3"}, "0"),
-        ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3", "DATABASE_THREADS": "4"}, "0"),
-        ({}, "4"),
-        ({"DATABASE_POOL_MAX_SIZE": "5"}, "2"),
-        ({"DATABASE_POOL_MAX_SIZE": "1"}, "0"),
-        ({"DATABASE_THREADS": "8"}, "8"),
+        ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3"}, 0),
+        ({"DATABASE_URL": "sqlite:////tmp/x.sqlite3", "DATABASE_THREADS": "4"}, 0),
+        ({}, 4),
+        ({"DATABASE_POOL_MAX_SIZE": "5"}, 2),
+        ({"DATABASE_POOL_MAX_SIZE": "1"}, 0),
+        ({"DATABASE_THREADS": "8"}, 8),
     ],
 )
 def test_how_many_threads_by_default_and_as_set(env, threads):
     postgresql = {"DATABASE_URL": "postgres://app@127.0.0.1:5432/serika"}
-    result = database_threads(**{**postgresql, **env})
+    result = live.production_settings({**postgresql, **env}, "DATABASE_THREADS")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == threads
+    assert json.loads(result.stdout) == [threads]
 
 
 @pytest.mark.parametrize("threads", ["20", "-1"])
 def test_a_thread_count_that_leaves_pages_no_connection_is_refused_at_start(threads):
-    result = database_threads(
-        DATABASE_URL="postgres://app@127.0.0.1:5432/serika", DATABASE_THREADS=threads
+    result = live.production_settings(
+        {"DATABASE_URL": "postgres://app@127.0.0.1:5432/serika", "DATABASE_THREADS": threads}
     )
     assert result.returncode != 0
     assert "DATABASE_THREADS must be at least 0 and less than DATABASE_POOL_MAX_SIZE (20)" in (

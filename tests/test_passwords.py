@@ -11,23 +11,19 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from tests import live
 from tests.live import free_port
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
-ROOT = Path(__file__).resolve().parent.parent
 NEW = {"new_password1": "a brand new view", "new_password2": "a brand new view"}
 
 
@@ -269,28 +265,6 @@ def test_with_oidc_only_there_is_no_password_reset_even_with_email(
 
 
 # --- EMAIL_URL ----------------------------------------------------------------------------------
-def settings_with(env: dict[str, str], names: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json, sys; from serika_web import settings as s; "
-            "print(json.dumps([getattr(s, n, None) for n in sys.argv[1:]]))",
-            *names.split(),
-        ],
-        cwd=ROOT,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("EMAIL")},
-            "SECRET_KEY": "x" * 50,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -306,10 +280,11 @@ def settings_with(env: dict[str, str], names: str) -> subprocess.CompletedProces
     ],
 )
 def test_email_url_becomes_djangos_smtp_settings(url, expected):
-    result = settings_with(
+    result = live.production_settings(
         {"EMAIL_URL": url},
         "EMAIL_BACKEND EMAIL_HOST EMAIL_PORT EMAIL_HOST_USER EMAIL_HOST_PASSWORD "
         "EMAIL_USE_TLS EMAIL_USE_SSL",
+        unset_prefix="EMAIL",
     )
     assert result.returncode == 0, result.stderr
     backend, *values = json.loads(result.stdout)
@@ -318,7 +293,9 @@ def test_email_url_becomes_djangos_smtp_settings(url, expected):
 
 
 def test_a_wrong_email_url_stops_the_start():
-    result = settings_with({"EMAIL_URL": "smpt://mail.example.com"}, "EMAIL_HOST")
+    result = live.production_settings(
+        {"EMAIL_URL": "smpt://mail.example.com"}, "EMAIL_HOST", unset_prefix="EMAIL"
+    )
     assert result.returncode != 0
     assert "Invalid email schema smpt" in result.stderr
 

@@ -7,21 +7,16 @@ is a member, who may not.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from accounts.models import PendingApproval
+from tests import live
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
-ROOT = Path(__file__).resolve().parent.parent
 DAVE = {"username": "dave", "password1": "a long sea view", "password2": "a long sea view"}
 
 
@@ -274,15 +269,7 @@ def test_with_approval_an_invitation_skips_the_wait(client, settings, staff_clie
     ],
 )
 def test_a_wrong_signup_setting_stops_the_start(env, message):
-    result = subprocess.run(
-        [sys.executable, "-c", "import serika_web.settings"],
-        cwd=ROOT,
-        env={**os.environ, "SECRET_KEY": "x" * 50, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = live.production_settings(env)
     assert result.returncode != 0
     assert message in result.stderr
 
